@@ -1,0 +1,27 @@
+# Two entry points: `make demo` runs the pipeline on the bundled sample, `make test` runs the tests.
+# Both bootstrap what they need (virtualenv, package with extras, Delta jars) and are idempotent.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# Delta jars resolved once from Maven Central into ~/.cache/realsyn; later runs need no network.
+setup: $(STAMP)
+	$(BIN)/realsyn setup-spark
+
+demo: setup
+	$(BIN)/realsyn demo
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf lake sample_corpus spark-warehouse .pytest_cache

@@ -1,0 +1,237 @@
+"""Typed, validated configuration: one YAML file with a section per stage, plus `--set key=value` overrides.
+
+Every threshold of the RealSyn method is a named setting whose default (resources/realsyn.yaml) is the
+paper's value. A misspelt key or a bad value fails at load time with the dotted key in the message.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """Raised for an unknown key or an invalid value; the message names the dotted key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LakeConfig(_Section):
+    root: str = "./lake"
+    catalog_schema: Optional[str] = None
+
+    @field_validator("catalog_schema")
+    @classmethod
+    def _two_or_one_part_name(cls, value):
+        if value is not None and not all(part.strip() for part in value.split(".")):
+            raise ValueError("must look like 'catalog.schema' or 'schema'")
+        return value
+
+
+class SparkConfig(_Section):
+    app_name: str = "realsyn"
+    local_master: str = "local[*]"
+    shuffle_partitions: int = Field(8, ge=1)
+    driver_memory: str = "4g"
+
+
+class IngestConfig(_Section):
+    input_paths: list[str] = Field(default_factory=lambda: ["./sample_corpus"])
+    html_base_url: str = "http://localhost/"
+    max_document_bytes: int = Field(50_000_000, gt=0)
+
+
+class FetchConfig(_Section):
+    enabled: bool = True
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(2, ge=0)
+    max_bytes: int = Field(20_000_000, gt=0)
+    max_pixels: int = Field(89_478_485, gt=0)
+    concurrency_per_task: int = Field(16, ge=1)
+    allow_private_hosts: list[str] = Field(default_factory=list)
+    user_agent: str = "realsyn-spark/0.1"
+
+
+class ImageFilterConfig(_Section):
+    min_side: int = Field(100, ge=1)
+    max_aspect_ratio: float = Field(3.0, ge=1.0)
+    exact_dedup: bool = True
+
+
+class SentenceFilterConfig(_Section):
+    min_words: int = Field(3, ge=0)
+    max_words: int = Field(81, ge=1)
+    drop_emoji: bool = True
+    drop_urls: bool = True
+    exact_dedup: bool = True
+    normalise_style: bool = False
+
+    @model_validator(mode="after")
+    def _word_band(self):
+        if self.min_words > self.max_words:
+            raise ValueError("min_words must not exceed max_words")
+        return self
+
+
+class EmbedConfig(_Section):
+    model: str = "ViT-B-32"
+    pretrained: Optional[str] = "openai"
+    checkpoint_path: Optional[str] = None
+    model_config_path: Optional[str] = None
+    allow_random_weights: bool = False
+    batch_size: int = Field(32, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: Optional[int] = Field(None, ge=1)
+
+
+class RetrievalConfig(_Section):
+    n_clusters: Optional[int] = Field(None, ge=1)
+    sentences_per_cluster: int = Field(420, ge=1)
+    kmeans_sample_size: int = Field(200_000, ge=1)
+    kmeans_iterations: int = Field(20, ge=1)
+    n_probe: int = Field(1, ge=1)
+    top_k: int = Field(3, ge=1)
+    min_score: Optional[float] = Field(None, ge=-1.0, le=1.0)
+    seed: int = 0
+
+
+class GenerateConfig(_Section):
+    backend: Literal["template", "transformers", "vllm"] = "template"
+    model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
+    max_new_tokens: int = Field(96, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(64, ge=1)
+    tags_per_image: int = Field(5, ge=0)
+    tag_vocabulary_path: Optional[str] = None
+
+
+class BalanceConfig(_Section):
+    similarity_min: float = Field(0.51, ge=-1.0, le=1.0)
+    similarity_max: float = Field(0.61, ge=-1.0, le=1.0)
+    n_clusters: Optional[int] = Field(None, ge=1)
+    images_per_cluster: int = Field(168, ge=1)
+    kmeans_sample_size: int = Field(200_000, ge=1)
+    kmeans_iterations: int = Field(20, ge=1)
+    caps: list[int] = Field(default_factory=lambda: [20, 35, 180])
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _band_and_caps(self):
+        if self.similarity_min > self.similarity_max:
+            raise ValueError("similarity_min must not exceed similarity_max")
+        if not self.caps or any(c < 1 for c in self.caps):
+            raise ValueError("caps must be a non-empty list of positive integers")
+        return self
+
+
+class ExportConfig(_Section):
+    formats: list[Literal["delta", "parquet"]] = Field(default_factory=lambda: ["delta", "parquet"])
+    texts_per_image: int = Field(3, ge=1)
+    scale_cap: Optional[int] = Field(None, ge=1)
+    output_dir: Optional[str] = None
+
+
+class RealSynConfig(_Section):
+    lake: LakeConfig = Field(default_factory=LakeConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    image_filter: ImageFilterConfig = Field(default_factory=ImageFilterConfig)
+    sentence_filter: SentenceFilterConfig = Field(default_factory=SentenceFilterConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _cross_section(self):
+        if self.export.texts_per_image > self.retrieval.top_k:
+            raise ValueError("export.texts_per_image must not exceed retrieval.top_k")
+        if self.export.scale_cap is not None and self.export.scale_cap not in self.balance.caps:
+            raise ValueError("export.scale_cap must be one of balance.caps")
+        return self
+
+    def fingerprint(self) -> str:
+        """Short stable hash of the effective configuration, stored in the run log."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def default_config_text() -> str:
+    return resources.files("realsyn_spark").joinpath("resources/realsyn.yaml").read_text()
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'retrieval.top_k=5' -> (['retrieval', 'top_k'], 5); the value is read as YAML (lists, nulls, numbers)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if len(path) < 2:
+        raise ConfigError(f"override key {key!r} must name a section and a key, e.g. retrieval.top_k")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def _apply_override(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for depth, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            known = ", ".join(sorted(k for k, v in node.items() if isinstance(v, dict)))
+            raise ConfigError(f"unknown config section {'.'.join(path[:depth + 1])!r} (known: {known})")
+        node = child
+    if path[-1] not in node:
+        known = ", ".join(sorted(node))
+        raise ConfigError(f"unknown config key {'.'.join(path)!r} (known in this section: {known})")
+    node[path[-1]] = value
+
+
+def _validation_message(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown config key {key!r}")
+        else:
+            lines.append(f"config key {key!r}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RealSynConfig:
+    """Defaults, then the YAML file at `path` (if any), then each `section.key=value` override."""
+    tree = yaml.safe_load(default_config_text())
+    if path is not None:
+        user = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(user, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        tree = _merge(tree, user)
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        _apply_override(tree, keys, value)
+    try:
+        return RealSynConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_validation_message(exc)) from None
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

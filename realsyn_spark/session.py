@@ -1,0 +1,60 @@
+"""The one Spark session factory.
+
+- A session already running (Databricks notebook, spark-submit on a cluster, a test fixture) is taken
+  as it is: the cluster's settings are never overridden.
+- Otherwise the embedded default is built: local mode, Delta's SQL extension and catalog, the cached
+  Delta jars, shuffle partitions sized for a small machine.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from realsyn_spark.config import RealSynConfig
+from realsyn_spark.jars import resolve_jars
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def launched_by_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands Python the gateway port through this variable.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def local_session_builder(cfg: RealSynConfig, master: str | None = None) -> SparkSession.Builder:
+    """Builder of the embedded default; tests use it with their own master (e.g. local-cluster)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = (
+        SparkSession.builder.master(master or cfg.spark.local_master)
+        .appName(cfg.spark.app_name)
+        .config("spark.jars", ",".join(resolve_jars()))
+        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        .config("spark.driver.memory", cfg.spark.driver_memory)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "false")
+        # Delta's MERGE/OPTIMIZE are happier with adaptive execution; small files coalesce.
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+    )
+    for key, value in DELTA_CONF.items():
+        builder = builder.config(key, value)
+    return builder
+
+
+def get_spark(cfg: RealSynConfig) -> SparkSession:
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if launched_by_spark_submit():
+        return SparkSession.builder.appName(cfg.spark.app_name).getOrCreate()
+    spark = local_session_builder(cfg).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

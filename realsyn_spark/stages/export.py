@@ -1,0 +1,63 @@
+"""Stage 6b: export the dataset — one row per image with its realistic and synthetic texts.
+
+The Delta table `dataset` is rewritten in one commit from the stage tables (it is a view of them: a
+rerun gives the same rows). Files for trainers are written beside it: Parquet with the released
+RealSyn columns (`raw_image_url`, `text1..3`, `syn_text`) plus ids, scores, bytes and scale flags.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from realsyn_spark.config import RealSynConfig
+from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.tables import BALANCED, DATASET, IMAGE_BLOBS, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
+
+
+def realistic_texts(lake: Lake, texts_per_image: int) -> DataFrame:
+    """Pivot the top retrievals into text1..N / score1..N / sentence_id1..N columns."""
+    ranked = (lake.read(RETRIEVALS).where(F.col("rank") <= texts_per_image)
+              .join(lake.read(SENTENCES).select("sentence_id", "text"), "sentence_id"))
+    columns = []
+    for r in range(1, texts_per_image + 1):
+        at_rank = F.col("rank") == r
+        columns += [F.max(F.when(at_rank, F.col("text"))).alias(f"text{r}"),
+                    F.max(F.when(at_rank, F.col("score"))).alias(f"score{r}"),
+                    F.max(F.when(at_rank, F.col("sentence_id"))).alias(f"sentence_id{r}")]
+    return ranked.groupBy("image_id").agg(*columns)
+
+
+def dataset_rows(lake: Lake, cfg: RealSynConfig, run_id: str) -> DataFrame:
+    caps = sorted(cfg.balance.caps)
+    balanced = lake.read(BALANCED).where("drop_reason IS NULL")
+    images = lake.read(IMAGES).select("image_id", F.col("image_url").alias("raw_image_url"), "image_url")
+    blobs = lake.read(IMAGE_BLOBS).select("image_url", "image_bytes")
+    scales = F.filter(F.array(*[F.lit(c) for c in caps]), lambda cap: F.col("cluster_rank") <= cap)
+    rows = (balanced.join(images, "image_id").join(blobs, "image_url", "left")
+            .join(realistic_texts(lake, cfg.export.texts_per_image), "image_id", "left")
+            .join(lake.read(SYNTHETIC_TEXTS).select("image_id", "syn_text"), "image_id", "left")
+            .withColumn("scales", scales).withColumn("run_id", F.lit(run_id)))
+    for r in range(cfg.export.texts_per_image + 1, 4):  # the table always has text1..3 columns
+        rows = rows.withColumn(f"text{r}", F.lit(None).cast("string")).withColumn(f"score{r}", F.lit(None).cast("float")) \
+            .withColumn(f"sentence_id{r}", F.lit(None).cast("string"))
+    return rows
+
+
+def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
+    lake = Lake(spark, cfg.lake)
+    with stage_run(lake, cfg, run_id, "export") as stage:
+        lake.overwrite(DATASET, dataset_rows(lake, cfg, run_id))
+        dataset = lake.read(DATASET)
+        stage.rows_in = dataset.count()
+        if cfg.export.scale_cap is not None:
+            dataset = dataset.where(F.array_contains("scales", cfg.export.scale_cap))
+        out_dir = cfg.export.output_dir or f"{cfg.lake.root.rstrip('/')}/export"
+        extra = [c for c in dataset.columns if c not in ("raw_image_url", "text1", "text2", "text3", "syn_text")]
+        released_first = dataset.select("raw_image_url", "text1", "text2", "text3", "syn_text", *extra)
+        if "parquet" in cfg.export.formats:
+            released_first.write.mode("overwrite").parquet(f"{out_dir}/parquet")
+            stage.count("parquet_rows", released_first.count())
+        for cap in cfg.balance.caps:
+            stage.count(f"scale_cap_{cap}", lake.read(DATASET).where(F.array_contains("scales", cap)).count())
+        stage.rows_out = stage.rows_in
+    return stage

@@ -1,0 +1,105 @@
+"""Stage 1b: make every image URL of the documents an `image_blobs` row with bytes and a status.
+
+- Blobs that arrived inside the sources (status `pending`) are decode-checked: sha256, width, height,
+  format, or a decode error.
+- URLs that only appear as image nodes are downloaded by the safe fetcher (SSRF guard, size and pixel
+  limits, retries) inside `mapInPandas`, each distinct URL once. A URL that already has a row is never
+  fetched again. Failures keep their status in `image_blobs` and a row in `ingest_errors`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterator
+
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from realsyn_spark.config import FetchConfig, RealSynConfig
+from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, Lake
+
+_INSPECTED_COLUMNS = ["status", "image_bytes", "sha256", "width", "height", "format", "error"]
+
+
+def _inspected(info, data: bytes | None) -> dict:
+    return {"status": info.status, "image_bytes": data if info.status == "ok" else None,
+            "sha256": info.sha256, "width": info.width, "height": info.height, "format": info.format,
+            "error": info.error}
+
+
+def inspect_blobs(max_pixels: int):
+    """mapInPandas body: pending blobs -> decode-checked blobs (bytes dropped when not decodable)."""
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from realsyn_spark.images import inspect_image
+
+        for frame in batches:
+            rows = [_inspected(inspect_image(data, max_pixels), data) for data in frame["image_bytes"]]
+            out = pd.DataFrame(rows, columns=_INSPECTED_COLUMNS)
+            out.insert(0, "image_url", frame["image_url"].to_numpy())
+            yield out
+    return run
+
+
+def fetch_urls(fetch_cfg: dict):
+    """mapInPandas body: distinct URLs -> downloaded, decode-checked blobs."""
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from realsyn_spark.fetcher import fetch_many
+        from realsyn_spark.images import inspect_image
+
+        cfg = FetchConfig.model_validate(fetch_cfg)
+        for frame in batches:
+            rows = []
+            for result in fetch_many(frame["image_url"].tolist(), cfg):
+                if result.status == "ok" and result.data is not None:
+                    row = _inspected(inspect_image(result.data, cfg.max_pixels), result.data)
+                else:
+                    row = {"status": result.status, "image_bytes": None, "sha256": None, "width": None,
+                           "height": None, "format": None, "error": result.error}
+                rows.append(row)
+            out = pd.DataFrame(rows, columns=_INSPECTED_COLUMNS)
+            out.insert(0, "image_url", frame["image_url"].to_numpy())
+            yield out
+    return run
+
+
+_BLOB_FIELDS = "image_url string, status string, image_bytes binary, sha256 string, width int, height int, " \
+               "format string, error string"
+
+
+def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
+    lake = Lake(spark, cfg.lake)
+    now = F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp")
+    with stage_run(lake, cfg, run_id, "fetch") as stage:
+        blobs = lake.read(IMAGE_BLOBS)
+        pending = blobs.where("status = 'pending'").select("image_url", "image_bytes", "origin")
+        inspected = (pending.mapInPandas(inspect_blobs(cfg.fetch.max_pixels), _BLOB_FIELDS)
+                     .join(pending.select("image_url", "origin"), "image_url")
+                     .withColumn("run_id", F.lit(run_id)).withColumn("stored_at", now))
+        lake.upsert(IMAGE_BLOBS, inspected, update_columns=_INSPECTED_COLUMNS + ["run_id", "stored_at"])
+
+        image_urls = (lake.read(DOCUMENTS).select(F.explode("nodes").alias("n"))
+                      .where("n.kind = 'image' AND n.image_url IS NOT NULL")
+                      .select(F.col("n.image_url").alias("image_url")).distinct())
+        missing = image_urls.join(lake.read(IMAGE_BLOBS).select("image_url"), "image_url", "left_anti").cache()
+        stage.rows_in = missing.count()
+        if cfg.fetch.enabled and stage.rows_in:
+            tasks = max(1, min(spark.sparkContext.defaultParallelism * 4, stage.rows_in // 64 + 1))
+            fetched = (missing.repartition(tasks)
+                       .mapInPandas(fetch_urls(cfg.fetch.model_dump()), _BLOB_FIELDS)
+                       .withColumn("origin", F.lit("http")).withColumn("run_id", F.lit(run_id))
+                       .withColumn("stored_at", now))
+            lake.merge_insert(IMAGE_BLOBS, fetched)
+        missing.unpersist()
+
+        failed = (lake.read(IMAGE_BLOBS).where("status NOT IN ('ok', 'pending')")
+                  .select(F.sha2(F.concat_ws("\u001f", F.lit("fetch"), "image_url"), 256).substr(1, 24)
+                          .alias("error_id"), F.lit("fetch").alias("stage"), F.col("image_url").alias("source_uri"),
+                          F.lit(None).cast("string").alias("location"), F.col("status").alias("kind"),
+                          F.coalesce("error", "status").alias("reason"), F.lit(run_id).alias("run_id"),
+                          now.alias("recorded_at")))
+        lake.merge_insert(INGEST_ERRORS, failed)
+        for row in lake.read(IMAGE_BLOBS).groupBy("status").count().collect():
+            stage.count(f"status:{row.status}", row["count"])
+        stage.rows_out = stage.counters.get("status:ok", 0)
+    return stage

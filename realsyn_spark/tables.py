@@ -1,0 +1,208 @@
+"""Table names, schemas and keys in one place, and the Delta read/write helpers every stage uses.
+
+Tables are path-based under `lake.root` by default (`<root>/<name>`), or `<catalog_schema>.<name>` in a
+metastore (Unity Catalog, Glue) when `lake.catalog_schema` is set. Writes are transactional Delta
+commits: MERGE on the table's key for incremental stages, replaceWhere/overwrite for derived tables.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from realsyn_spark.config import LakeConfig
+
+# A text or image node of an interleaved document, in reading order.
+NODE = T.StructType([
+    T.StructField("position", T.IntegerType(), False),
+    T.StructField("kind", T.StringType(), False),          # "text" | "image"
+    T.StructField("text", T.StringType(), True),           # paragraph text for text nodes
+    T.StructField("image_url", T.StringType(), True),      # absolute URL or pdf:// / warc:// reference
+    T.StructField("alt", T.StringType(), True),
+    T.StructField("page", T.IntegerType(), True),          # PDF page number (1-based)
+])
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: T.StructType
+    keys: tuple[str, ...]
+    doc: str
+
+
+def _schema(*fields: tuple[str, T.DataType, bool]) -> T.StructType:
+    return T.StructType([T.StructField(n, t, nullable) for n, t, nullable in fields])
+
+
+S, I, L, D, B, TS = T.StringType(), T.IntegerType(), T.LongType(), T.DoubleType(), T.BinaryType(), T.TimestampType()
+F = T.FloatType()
+
+DOCUMENTS = TableSpec("documents", _schema(
+    ("doc_id", S, False), ("source_uri", S, False), ("source_kind", S, False), ("record_offset", L, True),
+    ("url", S, True), ("title", S, True), ("nodes", T.ArrayType(NODE, False), False),
+    ("metadata", S, True), ("run_id", S, False), ("ingested_at", TS, False),
+), ("doc_id",), "one row per ingested document: ordered text and image nodes")
+
+INGESTED_SOURCES = TableSpec("ingested_sources", _schema(
+    ("source_uri", S, False), ("size_bytes", L, False), ("modified_ms", L, False), ("source_kind", S, False),
+    ("documents", L, False), ("errors", L, False), ("run_id", S, False), ("ingested_at", TS, False),
+), ("source_uri", "size_bytes", "modified_ms"), "input files already ingested (skip on later runs)")
+
+INGEST_ERRORS = TableSpec("ingest_errors", _schema(
+    ("error_id", S, False), ("stage", S, False), ("source_uri", S, False), ("location", S, True),
+    ("kind", S, False), ("reason", S, False), ("run_id", S, False), ("recorded_at", TS, False),
+), ("error_id",), "quarantine: every bad record, file, page or image with its reason")
+
+IMAGE_BLOBS = TableSpec("image_blobs", _schema(
+    ("image_url", S, False), ("status", S, False), ("image_bytes", B, True), ("sha256", S, True),
+    ("width", I, True), ("height", I, True), ("format", S, True), ("origin", S, False),
+    ("error", S, True), ("run_id", S, False), ("stored_at", TS, False),
+), ("image_url",), "image bytes per distinct URL/reference, with fetch status and provenance")
+
+IMAGES = TableSpec("images", _schema(
+    ("image_id", S, False), ("doc_id", S, False), ("position", I, False), ("image_url", S, False),
+    ("alt", S, True), ("sha256", S, True), ("width", I, True), ("height", I, True),
+    ("drop_reason", S, True), ("duplicate_of", S, True), ("run_id", S, False),
+), ("image_id",), "one row per image occurrence; drop_reason is null for kept images")
+
+SENTENCES = TableSpec("sentences", _schema(
+    ("sentence_id", S, False), ("doc_id", S, False), ("position", I, False), ("sentence_index", I, False),
+    ("text", S, False), ("n_words", I, False), ("drop_reason", S, True), ("duplicate_of", S, True),
+    ("run_id", S, False),
+), ("sentence_id",), "one row per segmented sentence; drop_reason is null for kept sentences")
+
+IMAGE_EMBEDDINGS = TableSpec("image_embeddings", _schema(
+    ("image_id", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, False), False),
+    ("run_id", S, False),
+), ("image_id", "model_id"), "L2-normalised CLIP image embeddings")
+
+SENTENCE_EMBEDDINGS = TableSpec("sentence_embeddings", _schema(
+    ("sentence_id", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, False), False),
+    ("run_id", S, False),
+), ("sentence_id", "model_id"), "L2-normalised CLIP text embeddings of kept sentences")
+
+CENTROIDS = TableSpec("centroids", _schema(
+    ("version", S, False), ("purpose", S, False), ("cluster_id", I, False),
+    ("centroid", T.ArrayType(F, False), False), ("model_id", S, False), ("created_at", TS, False),
+), ("version", "purpose", "cluster_id"), "versioned k-means centroids (purpose: retrieval | balance)")
+
+RETRIEVALS = TableSpec("retrievals", _schema(
+    ("image_id", S, False), ("rank", I, False), ("sentence_id", S, False), ("score", F, False),
+    ("cluster_id", I, False), ("centroid_version", S, False), ("run_id", S, False),
+), ("image_id", "rank"), "top-k realistic sentences per image")
+
+SYNTHETIC_TEXTS = TableSpec("synthetic_texts", _schema(
+    ("image_id", S, False), ("request_hash", S, False), ("syn_text", S, False), ("caption", S, True),
+    ("tags", T.ArrayType(S, False), True), ("generator", S, False), ("run_id", S, False),
+), ("image_id",), "one synthetic caption per image; request_hash keys the generation cache")
+
+SYNTHETIC_EMBEDDINGS = TableSpec("synthetic_embeddings", _schema(
+    ("request_hash", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, False), False),
+    ("run_id", S, False),
+), ("request_hash", "model_id"), "CLIP text embeddings of synthetic texts, keyed by generation request")
+
+BALANCED = TableSpec("balanced", _schema(
+    ("image_id", S, False), ("similarity", F, False), ("drop_reason", S, True), ("cluster_id", I, True),
+    ("cluster_size", I, True), ("cluster_rank", I, True), ("run_id", S, False),
+), ("image_id",), "image<->synthetic similarity band and cluster-capped sampling ranks")
+
+DATASET = TableSpec("dataset", _schema(
+    ("image_id", S, False), ("raw_image_url", S, False), ("image_bytes", B, True),
+    ("text1", S, True), ("score1", F, True), ("sentence_id1", S, True),
+    ("text2", S, True), ("score2", F, True), ("sentence_id2", S, True),
+    ("text3", S, True), ("score3", F, True), ("sentence_id3", S, True),
+    ("syn_text", S, True), ("similarity", F, True), ("cluster_id", I, True), ("cluster_rank", I, True),
+    ("scales", T.ArrayType(I, False), True), ("run_id", S, False),
+), ("image_id",), "the exported dataset: one row per image with realistic and synthetic texts")
+
+RUN_LOG = TableSpec("run_log", _schema(
+    ("run_id", S, False), ("stage", S, False), ("started_at", TS, False), ("ended_at", TS, False),
+    ("status", S, False), ("rows_in", L, True), ("rows_out", L, True),
+    ("counters", T.MapType(S, L, False), True), ("config_fingerprint", S, False), ("error", S, True),
+), ("run_id", "stage"), "one row per stage run: status, row counts and per-rule counters")
+
+ALL_TABLES = (DOCUMENTS, INGESTED_SOURCES, INGEST_ERRORS, IMAGE_BLOBS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS,
+              SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, SYNTHETIC_TEXTS, SYNTHETIC_EMBEDDINGS, BALANCED, DATASET, RUN_LOG)
+
+
+class Lake:
+    """Where the tables live and how they are read and written."""
+
+    def __init__(self, spark: SparkSession, cfg: LakeConfig):
+        self.spark = spark
+        self.cfg = cfg
+
+    def location(self, spec: TableSpec) -> str:
+        if self.cfg.catalog_schema:
+            return f"{self.cfg.catalog_schema}.{spec.name}"
+        return f"{self.cfg.root.rstrip('/')}/{spec.name}"
+
+    def _delta_table(self, spec: TableSpec) -> DeltaTable:
+        if self.cfg.catalog_schema:
+            return DeltaTable.forName(self.spark, self.location(spec))
+        return DeltaTable.forPath(self.spark, self.location(spec))
+
+    def ensure(self, spec: TableSpec) -> None:
+        """Create the table empty with its schema if it does not exist (idempotent)."""
+        builder = DeltaTable.createIfNotExists(self.spark).addColumns(spec.schema)
+        if self.cfg.catalog_schema:
+            builder = builder.tableName(self.location(spec))
+        else:
+            builder = builder.location(self.location(spec))
+        builder.execute()
+
+    def exists(self, spec: TableSpec) -> bool:
+        if self.cfg.catalog_schema:
+            return self.spark.catalog.tableExists(self.location(spec))
+        return DeltaTable.isDeltaTable(self.spark, self.location(spec))
+
+    def read(self, spec: TableSpec) -> DataFrame:
+        self.ensure(spec)
+        if self.cfg.catalog_schema:
+            return self.spark.read.table(self.location(spec))
+        return self.spark.read.format("delta").load(self.location(spec))
+
+    def conform(self, spec: TableSpec, df: DataFrame) -> DataFrame:
+        """Select the table's columns in order with its types, so a stage cannot drift from the schema."""
+        return df.select([df[f.name].cast(f.dataType).alias(f.name) for f in spec.schema.fields])
+
+    def merge_insert(self, spec: TableSpec, df: DataFrame, keys: Iterable[str] | None = None) -> None:
+        """Insert rows whose key is not yet present: re-running with the same input adds nothing."""
+        self._merge(spec, df, keys, update=False)
+
+    def upsert(self, spec: TableSpec, df: DataFrame, keys: Iterable[str] | None = None,
+               update_columns: Iterable[str] | None = None) -> None:
+        """Insert new keys and update matched rows whose listed columns differ (no-op rows rewrite nothing)."""
+        self._merge(spec, df, keys, update=True, update_columns=update_columns)
+
+    def _merge(self, spec, df, keys, update, update_columns=None):
+        self.ensure(spec)
+        keys = tuple(keys or spec.keys)
+        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        merge = self._delta_table(spec).alias("t").merge(self.conform(spec, df).alias("s"), condition)
+        if update:
+            columns = list(update_columns or [f.name for f in spec.schema.fields if f.name not in keys])
+            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns)
+            merge = merge.whenMatchedUpdate(condition=changed, set={c: f"s.`{c}`" for c in columns})
+        merge.whenNotMatchedInsertAll().execute()
+
+    def overwrite(self, spec: TableSpec, df: DataFrame) -> None:
+        """Replace the whole table in one Delta commit (readers see the old or the new version)."""
+        self.ensure(spec)
+        writer = self.conform(spec, df).write.format("delta").mode("overwrite").option("overwriteSchema", "false")
+        if self.cfg.catalog_schema:
+            writer.saveAsTable(self.location(spec))
+        else:
+            writer.save(self.location(spec))
+
+    def append(self, spec: TableSpec, df: DataFrame) -> None:
+        self.ensure(spec)
+        writer = self.conform(spec, df).write.format("delta").mode("append")
+        if self.cfg.catalog_schema:
+            writer.saveAsTable(self.location(spec))
+        else:
+            writer.save(self.location(spec))

@@ -1,0 +1,101 @@
+"""Sentence segmentation and the sentence-level rules of Real-World Data Extraction.
+
+The paper segments with NLTK's Punkt, whose model files cannot be downloaded here. This is an offline
+rule-based segmenter in the Punkt style: split after . ! ? (and closing quotes/brackets) followed by
+whitespace and an upper-case letter, digit or opening quote, except after known abbreviations, initials
+and decimal numbers. The regexes below are written in the subset Java and Python share, so the same
+rule runs as a Spark expression (`rlike`) and in Python tests.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+ABBREVIATIONS = frozenset("""
+mr mrs ms dr prof sr jr st vs etc inc ltd co corp dept univ approx fig figs no nos vol eds ed al
+jan feb mar apr jun jul aug sep sept oct nov dec mt ft gen col lt sgt capt rev hon est e.g i.e u.s u.k
+""".split())
+
+_BOUNDARY = re.compile(r"""([.!?…]+["')\]’”]*)\s+(?=["'(\[‘“]?[A-Z0-9À-Ý])""")
+_LAST_WORD = re.compile(r"(\S+)$")
+
+# Emoji: pictographs, emoticons, transport/map, dingbats, symbols & pictographs ext., flags, VS-16.
+EMOJI_PATTERN = (
+    "[\\x{1F000}-\\x{1FAFF}\\x{2600}-\\x{27BF}\\x{2B00}-\\x{2BFF}\\x{1F1E6}-\\x{1F1FF}\\x{FE0F}\\x{200D}]"
+)
+# URLs: a scheme, a www. host, or a bare domain with a common TLD and optional path.
+URL_PATTERN = (
+    "(?i)(\\b[a-z][a-z0-9+.-]*://\\S+|\\bwww\\.\\S+|"
+    "\\b[a-z0-9-]+(\\.[a-z0-9-]+)*\\.(com|org|net|edu|gov|io|co|uk|de|fr|info|biz|ly|me|tv)\\b(/\\S*)?)"
+)
+# Word tokens: whitespace-separated chunks holding at least one letter or digit.
+WORD_PATTERN = "[\\p{L}\\p{N}]"
+
+
+def _python_regex(java_pattern: str) -> re.Pattern:
+    # Java writes code points as \x{1F600}; Python's re wants \U0001F600.
+    converted = re.sub(r"\\x\{([0-9A-Fa-f]+)\}", lambda m: "\\U" + m.group(1).rjust(8, "0"), java_pattern)
+    converted = converted.replace("[\\p{L}\\p{N}]", r"[^\W_]")
+    return re.compile(converted)
+
+
+EMOJI_RE = _python_regex(EMOJI_PATTERN)
+URL_RE = _python_regex(URL_PATTERN)
+WORD_RE = _python_regex(WORD_PATTERN)
+
+
+def _ends_with_abbreviation(chunk: str) -> bool:
+    match = _LAST_WORD.search(chunk)
+    if not match:
+        return False
+    word = match.group(1).rstrip(".!?…\"')]’”").lower().lstrip("(\"'‘“")
+    if word in ABBREVIATIONS:
+        return True
+    # Initials ("J. R. R.") and single letters before a period are not sentence ends.
+    return len(word) == 1 and word.isalpha()
+
+
+def split_sentences(paragraph: str | None) -> list[str]:
+    """Split a paragraph into sentences; whitespace is collapsed and empty pieces dropped."""
+    if not paragraph:
+        return []
+    text = " ".join(unicodedata.normalize("NFC", paragraph).split())
+    sentences, start = [], 0
+    for match in _BOUNDARY.finditer(text):
+        end = match.end(1)
+        if match.group(1).startswith(".") and _ends_with_abbreviation(text[start:end]):
+            continue
+        sentences.append(text[start:end].strip())
+        start = match.end()
+    tail = text[start:].strip()
+    if tail:
+        sentences.append(tail)
+    return [s for s in sentences if s]
+
+
+def count_words(sentence: str) -> int:
+    return sum(1 for token in sentence.split() if WORD_RE.search(token))
+
+
+def has_emoji(sentence: str) -> bool:
+    return EMOJI_RE.search(sentence) is not None
+
+
+def has_url(sentence: str) -> bool:
+    return URL_RE.search(sentence) is not None
+
+
+_SPACED_PUNCT = re.compile(r"([.,!?;:()\"“”‘’\[\]])")
+
+
+def normalise_style(sentence: str) -> str:
+    """The released RealSyn text style: lower-cased, punctuation and clitics spaced ("it 's")."""
+    text = sentence.lower()
+    text = re.sub(r"(\w)'(s|re|ve|ll|d|m|t)\b", r"\1 '\2", text)
+    text = _SPACED_PUNCT.sub(r" \1 ", text)
+    return " ".join(text.split())
+
+
+def dedup_key(sentence: str) -> str:
+    """Normalised form for exact-duplicate detection: case, punctuation and spacing ignored."""
+    return " ".join(re.sub(r"[^\w\s]", " ", sentence.lower()).split())

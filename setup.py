@@ -1,0 +1,45 @@
+"""realsyn-spark: a Spark + Delta pipeline that builds RealSyn-style CLIP pre-training data."""
+from setuptools import find_packages, setup
+
+CORE = [
+    # Spark 4.1 line; delta-spark 4.4.0 is the Delta release built for it (artifact delta-spark_4.1_2.13).
+    "pyspark>=4.1,<4.2",
+    "delta-spark==4.4.0",  # 4.4.1 is on PyPI but its jar is not on Maven Central
+    # pyspark 4 pandas UDFs need pandas >= 2.2 and pyarrow >= 15.
+    "pandas>=2.2,<4",
+    "pyarrow>=15,<27",
+    "numpy>=1.26,<3",
+    "pydantic>=2.6,<3",
+    "pyyaml>=6",
+    # torch and torchvision must be a matching pair (open_clip imports torchvision).
+    "torch>=2.4,<2.16",
+    "torchvision>=0.19,<0.30",
+    "open_clip_torch>=2.26,<4",
+    "faiss-cpu>=1.8,<2",
+    "pillow>=10",
+    "warcio>=1.7,<2",
+    "trafilatura>=1.12,<3",
+    # PyMuPDF 2.x pulls onnxruntime and pymupdf4llm; 1.x does not.
+    "pymupdf>=1.24,<2",
+    "imagehash>=4.3,<5",
+]
+
+EXTRAS = {
+    # GPU clusters: vLLM for synthetic text, faiss on GPU for retrieval.
+    "gpu": ["vllm>=0.6", "faiss-gpu-cu12>=1.8"],
+    # Hugging Face causal-LM generator backend on CPU or GPU.
+    "llm": ["transformers>=4.44"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.8", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6"],
+}
+
+setup(
+    name="realsyn-spark",
+    version="0.1.0",
+    description="Spark + Delta ETL that turns interleaved documents into a RealSyn-style CLIP dataset",
+    python_requires=">=3.10",
+    packages=find_packages(include=["realsyn_spark", "realsyn_spark.*", "udfs", "udfs.*"]),
+    package_data={"realsyn_spark": ["resources/*.yaml", "resources/*.txt", "resources/*.json"]},
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["realsyn=realsyn_spark.cli:main"]},
+)

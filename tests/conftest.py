@@ -1,0 +1,55 @@
+"""Shared fixtures: one local Spark session with Delta for the whole run, tiny models, sample data."""
+from __future__ import annotations
+
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Tests never reach a model hub: fail fast instead of retrying DNS for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_CLIP = str(resources.files("realsyn_spark").joinpath("resources/tiny-clip.json"))
+
+
+def tiny_overrides(lake_root: str | Path, corpus: str | Path | None = None) -> list[str]:
+    """Settings for a fast test run: tiny random-weight CLIP, small clusters, open similarity band."""
+    overrides = [
+        f"lake.root={lake_root}",
+        "embed.model=tiny-clip", "embed.pretrained=null", f"embed.model_config_path={TINY_CLIP}",
+        "embed.batch_size=16", "spark.shuffle_partitions=4",
+        "retrieval.sentences_per_cluster=60", "balance.images_per_cluster=8",
+        "balance.similarity_min=-1.0", "balance.similarity_max=1.0",
+    ]
+    if corpus is not None:
+        overrides.append(f"ingest.input_paths=[{corpus}]")
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from realsyn_spark.config import load_config
+    from realsyn_spark.session import local_session_builder
+
+    cfg = load_config(overrides=["spark.shuffle_partitions=4"])
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    session = (local_session_builder(cfg, master="local[2]")
+               .config("spark.sql.warehouse.dir", str(warehouse))
+               .config("spark.driver.memory", "2g")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory) -> Path:
+    from realsyn_spark.sample_corpus import generate_sample_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    generate_sample_corpus(str(out), seed=0, scale=1)
+    return out
