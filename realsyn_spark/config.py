@@ -56,6 +56,7 @@ class FetchConfig(_Section):
     max_bytes: int = Field(20_000_000, gt=0)
     max_pixels: int = Field(89_478_485, gt=0)
     concurrency_per_task: int = Field(16, ge=1)
+    per_host_limit: int = Field(8, ge=1)
     allow_private_hosts: list[str] = Field(default_factory=list)
     user_agent: str = "realsyn-spark/0.1"
 

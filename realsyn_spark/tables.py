@@ -15,10 +15,11 @@ from pyspark.sql import types as T
 
 from realsyn_spark.config import LakeConfig
 
-# A text or image node of an interleaved document, in reading order.
+# A text or image node of an interleaved document, in reading order. (Delta rejects NOT NULL
+# constraints nested in arrays, so element fields and array elements are nullable.)
 NODE = T.StructType([
-    T.StructField("position", T.IntegerType(), False),
-    T.StructField("kind", T.StringType(), False),          # "text" | "image"
+    T.StructField("position", T.IntegerType(), True),
+    T.StructField("kind", T.StringType(), True),           # "text" | "image"
     T.StructField("text", T.StringType(), True),           # paragraph text for text nodes
     T.StructField("image_url", T.StringType(), True),      # absolute URL or pdf:// / warc:// reference
     T.StructField("alt", T.StringType(), True),
@@ -43,7 +44,7 @@ F = T.FloatType()
 
 DOCUMENTS = TableSpec("documents", _schema(
     ("doc_id", S, False), ("source_uri", S, False), ("source_kind", S, False), ("record_offset", L, True),
-    ("url", S, True), ("title", S, True), ("nodes", T.ArrayType(NODE, False), False),
+    ("url", S, True), ("title", S, True), ("nodes", T.ArrayType(NODE, True), False),
     ("metadata", S, True), ("run_id", S, False), ("ingested_at", TS, False),
 ), ("doc_id",), "one row per ingested document: ordered text and image nodes")
 
@@ -76,18 +77,18 @@ SENTENCES = TableSpec("sentences", _schema(
 ), ("sentence_id",), "one row per segmented sentence; drop_reason is null for kept sentences")
 
 IMAGE_EMBEDDINGS = TableSpec("image_embeddings", _schema(
-    ("image_id", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, False), False),
+    ("image_id", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, True), False),
     ("run_id", S, False),
 ), ("image_id", "model_id"), "L2-normalised CLIP image embeddings")
 
 SENTENCE_EMBEDDINGS = TableSpec("sentence_embeddings", _schema(
-    ("sentence_id", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, False), False),
+    ("sentence_id", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, True), False),
     ("run_id", S, False),
 ), ("sentence_id", "model_id"), "L2-normalised CLIP text embeddings of kept sentences")
 
 CENTROIDS = TableSpec("centroids", _schema(
     ("version", S, False), ("purpose", S, False), ("cluster_id", I, False),
-    ("centroid", T.ArrayType(F, False), False), ("model_id", S, False), ("created_at", TS, False),
+    ("centroid", T.ArrayType(F, True), False), ("model_id", S, False), ("created_at", TS, False),
 ), ("version", "purpose", "cluster_id"), "versioned k-means centroids (purpose: retrieval | balance)")
 
 RETRIEVALS = TableSpec("retrievals", _schema(
@@ -97,11 +98,11 @@ RETRIEVALS = TableSpec("retrievals", _schema(
 
 SYNTHETIC_TEXTS = TableSpec("synthetic_texts", _schema(
     ("image_id", S, False), ("request_hash", S, False), ("syn_text", S, False), ("caption", S, True),
-    ("tags", T.ArrayType(S, False), True), ("generator", S, False), ("run_id", S, False),
+    ("tags", T.ArrayType(S, True), True), ("generator", S, False), ("run_id", S, False),
 ), ("image_id",), "one synthetic caption per image; request_hash keys the generation cache")
 
 SYNTHETIC_EMBEDDINGS = TableSpec("synthetic_embeddings", _schema(
-    ("request_hash", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, False), False),
+    ("request_hash", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, True), False),
     ("run_id", S, False),
 ), ("request_hash", "model_id"), "CLIP text embeddings of synthetic texts, keyed by generation request")
 
@@ -116,7 +117,7 @@ DATASET = TableSpec("dataset", _schema(
     ("text2", S, True), ("score2", F, True), ("sentence_id2", S, True),
     ("text3", S, True), ("score3", F, True), ("sentence_id3", S, True),
     ("syn_text", S, True), ("similarity", F, True), ("cluster_id", I, True), ("cluster_rank", I, True),
-    ("scales", T.ArrayType(I, False), True), ("run_id", S, False),
+    ("scales", T.ArrayType(I, True), True), ("run_id", S, False),
 ), ("image_id",), "the exported dataset: one row per image with realistic and synthetic texts")
 
 RUN_LOG = TableSpec("run_log", _schema(

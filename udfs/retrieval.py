@@ -44,11 +44,12 @@ def nearest_centroids(centroids_bc, n_probe: int, id_col: str):
 
 def search_cluster(top_k: int, min_score: float | None):
     """cogroup/applyInPandas body: exact inner-product top-k of a cluster's images over its sentences."""
-    columns = ["image_id", "sentence_id", "score", "cluster_id"]
+    empty = pd.DataFrame({"image_id": pd.Series([], dtype=object), "sentence_id": pd.Series([], dtype=object),
+                          "score": pd.Series([], dtype=np.float32), "cluster_id": pd.Series([], dtype=np.int32)})
 
     def run(images: pd.DataFrame, sentences: pd.DataFrame) -> pd.DataFrame:
         if images.empty or sentences.empty:
-            return pd.DataFrame({c: [] for c in columns})
+            return empty
         cluster_id = int(images["cluster_id"].iloc[0])
         corpus, ids = stack(sentences["embedding"]), sentences["sentence_id"].to_numpy()
         queries, qids = stack(images["embedding"]), images["image_id"].to_numpy()

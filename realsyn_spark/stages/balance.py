@@ -17,7 +17,8 @@ from realsyn_spark.clustering import auto_clusters, sample_vectors, store_centro
 from realsyn_spark.config import BalanceConfig, RealSynConfig
 from realsyn_spark.ids import stable_id
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.stages.embed import arrow_batch_rows, current_model_id, resolve_embed_config
+from realsyn_spark.sparkutil import arrow_batch_rows
+from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
 from realsyn_spark.stages.retrieve import kept_image_vectors
 from realsyn_spark.tables import BALANCED, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, Lake
 from udfs.clip_embed import text_embedder

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from contextlib import contextmanager
 from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
@@ -16,6 +15,7 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import EmbedConfig, RealSynConfig
 from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.sparkutil import arrow_batch_rows
 from realsyn_spark.tables import IMAGE_BLOBS, IMAGE_EMBEDDINGS, IMAGES, SENTENCE_EMBEDDINGS, SENTENCES, Lake
 from udfs.clip_embed import image_embedder, model_id_for, text_embedder
 
@@ -74,21 +74,6 @@ def resolved_model_id(resolved: dict) -> str:
 def current_model_id(cfg: EmbedConfig) -> str:
     """The model id the embed stage writes under, for stages that read its vectors."""
     return resolved_model_id(resolve_embed_config(cfg))
-
-
-@contextmanager
-def arrow_batch_rows(spark: SparkSession, rows: int):
-    """Bound the rows per Arrow batch handed to the UDF (image bytes!), restoring the session's value."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
 
 
 def embed_images(spark: SparkSession, lake: Lake, resolved: dict, model_id: str, run_id: str) -> DataFrame:

@@ -79,8 +79,10 @@ def mark_exact_duplicates(df: DataFrame, id_col: str, key: Column) -> DataFrame:
 def extract_new(lake: Lake, run_id: str, normalise: bool) -> int:
     docs = lake.read(DOCUMENTS)
     done = lake.read(IMAGES).select("doc_id").union(lake.read(SENTENCES).select("doc_id")).distinct()
-    new_docs = docs.join(done, "doc_id", "left_anti").cache()
-    n_new = new_docs.count()  # counted before the MERGEs below make these documents "done"
+    # Checkpointed, not cached: the MERGE into `images` below would invalidate a cache that reads it,
+    # and the recomputed set of "new" documents would then be empty for the sentences.
+    new_docs = docs.join(done, "doc_id", "left_anti").localCheckpoint(eager=True)
+    n_new = new_docs.count()
     nodes = new_docs.select("doc_id", F.explode("nodes").alias("n")).select("doc_id", "n.*")
     images = nodes.where("kind = 'image' AND image_url IS NOT NULL").select(
         F.sha2(F.concat_ws("\u001f", "doc_id", F.col("position").cast("string")), 256).substr(1, 24).alias("image_id"),
@@ -99,7 +101,6 @@ def extract_new(lake: Lake, run_id: str, normalise: bool) -> int:
                  .withColumn("duplicate_of", F.lit(None).cast("string")).withColumn("run_id", F.lit(run_id)))
     lake.merge_insert(IMAGES, images)
     lake.merge_insert(SENTENCES, sentences)
-    new_docs.unpersist()
     return n_new
 
 

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import FetchConfig, RealSynConfig
 from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.sparkutil import arrow_batch_rows
 from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, Lake
 
 _INSPECTED_COLUMNS = ["status", "image_bytes", "sha256", "width", "height", "format", "error"]
@@ -35,7 +36,7 @@ def inspect_blobs(max_pixels: int):
 
         for frame in batches:
             rows = [_inspected(inspect_image(data, max_pixels), data) for data in frame["image_bytes"]]
-            out = pd.DataFrame(rows, columns=_INSPECTED_COLUMNS)
+            out = pd.DataFrame(rows, columns=_INSPECTED_COLUMNS, dtype=object)
             out.insert(0, "image_url", frame["image_url"].to_numpy())
             yield out
     return run
@@ -44,22 +45,22 @@ def inspect_blobs(max_pixels: int):
 def fetch_urls(fetch_cfg: dict):
     """mapInPandas body: distinct URLs -> downloaded, decode-checked blobs."""
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from realsyn_spark.fetcher import fetch_many
-        from realsyn_spark.images import inspect_image
+        from realsyn_spark.fetcher import ImageFetcher
 
         cfg = FetchConfig.model_validate(fetch_cfg)
-        for frame in batches:
-            rows = []
-            for result in fetch_many(frame["image_url"].tolist(), cfg):
-                if result.status == "ok" and result.data is not None:
-                    row = _inspected(inspect_image(result.data, cfg.max_pixels), result.data)
-                else:
-                    row = {"status": result.status, "image_bytes": None, "sha256": None, "width": None,
-                           "height": None, "format": None, "error": result.error}
-                rows.append(row)
-            out = pd.DataFrame(rows, columns=_INSPECTED_COLUMNS)
-            out.insert(0, "image_url", frame["image_url"].to_numpy())
-            yield out
+        # One fetcher per task: its connection pool and DNS answers are reused across Arrow batches.
+        with ImageFetcher(cfg, per_host_limit=cfg.per_host_limit) as fetcher:
+            for frame in batches:
+                rows = []
+                for result in fetcher.fetch_many(frame["image_url"].tolist()):
+                    if result.ok:  # the fetcher already decode-checked the bytes
+                        rows.append(_inspected(result.image, result.data))
+                    else:
+                        rows.append({"status": result.status, "image_bytes": None, "sha256": None, "width": None,
+                                     "height": None, "format": None, "error": result.error})
+                out = pd.DataFrame(rows, columns=_INSPECTED_COLUMNS, dtype=object)
+                out.insert(0, "image_url", frame["image_url"].to_numpy())
+                yield out
     return run
 
 
@@ -76,7 +77,8 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         inspected = (pending.mapInPandas(inspect_blobs(cfg.fetch.max_pixels), _BLOB_FIELDS)
                      .join(pending.select("image_url", "origin"), "image_url")
                      .withColumn("run_id", F.lit(run_id)).withColumn("stored_at", now))
-        lake.upsert(IMAGE_BLOBS, inspected, update_columns=_INSPECTED_COLUMNS + ["run_id", "stored_at"])
+        with arrow_batch_rows(spark, 256):
+            lake.upsert(IMAGE_BLOBS, inspected, update_columns=_INSPECTED_COLUMNS + ["run_id", "stored_at"])
 
         image_urls = (lake.read(DOCUMENTS).select(F.explode("nodes").alias("n"))
                       .where("n.kind = 'image' AND n.image_url IS NOT NULL")
@@ -89,7 +91,9 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
                        .mapInPandas(fetch_urls(cfg.fetch.model_dump()), _BLOB_FIELDS)
                        .withColumn("origin", F.lit("http")).withColumn("run_id", F.lit(run_id))
                        .withColumn("stored_at", now))
-            lake.merge_insert(IMAGE_BLOBS, fetched)
+            # Small Arrow batches: a batch of downloaded images is held in memory at once.
+            with arrow_batch_rows(spark, 256):
+                lake.merge_insert(IMAGE_BLOBS, fetched)
         missing.unpersist()
 
         failed = (lake.read(IMAGE_BLOBS).where("status NOT IN ('ok', 'pending')")

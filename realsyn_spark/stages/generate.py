@@ -51,7 +51,7 @@ def generation_requests(spark: SparkSession, lake: Lake, cfg: RealSynConfig, mod
     else:
         tagged = top1.withColumn("tags", F.array().cast("array<string>"))
     caption = F.coalesce(F.nullif(F.trim("alt"), F.lit("")),
-                         F.concat(F.lit("a photo of a "), F.coalesce(F.element_at("tags", 1), F.lit("scene"))))
+                         F.concat(F.lit("a photo showing "), F.coalesce(F.element_at("tags", 1), F.lit("a scene"))))
     requests = tagged.join(alt, "image_id").withColumn("caption", caption)
     generator = generator_name(cfg.generate.model_dump())
     return requests.withColumn("request_hash", F.sha2(F.concat_ws(
@@ -82,9 +82,9 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         rows = (reused.unionByName(fresh)
                 .withColumn("generator", F.lit(generator_name(cfg.generate.model_dump())))
                 .withColumn("run_id", F.lit(run_id)))
-        lake.upsert(SYNTHETIC_TEXTS, rows)
         stage.count("requests_generated", n_fresh)
-        stage.count("images_served_from_cache", reused.count())
+        stage.count("images_served_from_cache", reused.count())  # before the write changes `existing`
+        lake.upsert(SYNTHETIC_TEXTS, rows)
         stage.rows_out = lake.read(SYNTHETIC_TEXTS).count()
         for frame in (generated, todo, requests):
             frame.unpersist()

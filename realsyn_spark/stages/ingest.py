@@ -49,7 +49,15 @@ def document_id(doc: Document) -> str:
     return stable_id(doc.source_uri, doc.record_offset, doc.url)
 
 
-def _record_row(rec) -> dict:
+_COLUMNS = [f.name for f in PARSED.fields]
+
+
+def _record_row(rec, path: str) -> dict:
+    """One PARSED row; every column present (None, never NaN) so Arrow sees clean object columns."""
+    return {**dict.fromkeys(_COLUMNS), "source_uri": path, **_fields(rec)}
+
+
+def _fields(rec) -> dict:
     if isinstance(rec, Document):
         nodes = [{"position": n.position, "kind": n.kind, "text": n.text, "image_url": n.image_url,
                   "alt": n.alt, "page": n.page} for n in rec.nodes]
@@ -58,8 +66,7 @@ def _record_row(rec) -> dict:
                 "title": rec.title, "nodes": nodes,
                 "metadata": json.dumps(rec.metadata, default=str) if rec.metadata is not None else None}
     if isinstance(rec, Blob):
-        return {"record_type": "blob", "source_uri": "", "image_url": rec.image_url,
-                "image_bytes": rec.data, "origin": rec.origin}
+        return {"record_type": "blob", "image_url": rec.image_url, "image_bytes": rec.data, "origin": rec.origin}
     return {"record_type": "error", "source_uri": rec.source_uri, "location": rec.location,
             "error_kind": rec.kind, "reason": rec.reason}
 
@@ -74,15 +81,11 @@ def parse_files(html_base_url: str, max_bytes: int):
             for path, length, content in zip(frame["path"], frame["length"], frame["content"]):
                 if length > max_bytes:
                     rows.append(_record_row(SourceError(path, None, "too_large",
-                                                        f"{length} bytes exceeds ingest.max_document_bytes")))
+                                                        f"{length} bytes exceeds ingest.max_document_bytes"), path))
                     continue
                 for rec in parse_source(path, io.BytesIO(content), detect_kind(path), html_base_url):
-                    row = _record_row(rec)
-                    row.setdefault("source_uri", path)
-                    if row["record_type"] == "blob":
-                        row["source_uri"] = path
-                    rows.append(row)
-            yield pd.DataFrame(rows, columns=[f.name for f in PARSED.fields])
+                    rows.append(_record_row(rec, path))
+            yield pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
     return run
 
 

@@ -1,0 +1,430 @@
+"""HTML bytes -> (title, interleaved text/image nodes). Shared by the WARC/ARC and plain-HTML parsers.
+
+Main content comes from trafilatura (boilerplate such as menus and footers is dropped). Its XML output
+keeps text blocks and `<graphic>` elements in reading order, which is exactly the interleaving RealSyn
+needs. Trafilatura gives up on very short pages or drops their images (its fallbacks are text-only), so
+a small lxml walker over the page body takes over when trafilatura returns too little.
+"""
+from __future__ import annotations
+
+import codecs
+import copy
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+from urllib.parse import urljoin, urlsplit
+
+import lxml.etree
+import lxml.html
+import trafilatura
+from trafilatura.settings import use_config
+
+from . import Node
+
+try:  # optional: statistical charset detection for pages that declare nothing
+    import charset_normalizer
+except ImportError:  # pragma: no cover - the fallback chain below still decodes every page
+    charset_normalizer = None
+
+# ---------------------------------------------------------------------------------------------------
+# Charset handling
+# ---------------------------------------------------------------------------------------------------
+
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
+# <meta charset="x"> and <meta http-equiv="Content-Type" content="text/html; charset=x">
+_META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([\w.:-]+)", re.IGNORECASE)
+_META_SCAN_BYTES = 4096
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# How much more "chaos" (charset_normalizer's mess ratio, 0..1) windows-1252 may show and still win.
+_CHAOS_TIE = 0.1
+# Browsers (WHATWG Encoding) decode these labels as windows-1252; pages rely on it for curly quotes.
+_WINDOWS_1252_ALIASES = {"iso8859-1", "latin-1", "latin1", "iso-8859-1", "us-ascii", "ascii", "l1"}
+
+
+def charset_from_content_type(content_type: Optional[str]) -> Optional[str]:
+    if not content_type:
+        return None
+    match = _HEADER_CHARSET.search(content_type)
+    return match.group(1) if match else None
+
+
+def _normalise_charset(label: Optional[str]) -> Optional[str]:
+    """A Python codec name for an HTML charset label, or None when Python does not know it."""
+    if not label:
+        return None
+    label = label.strip().lower()
+    if label in _WINDOWS_1252_ALIASES:
+        return "cp1252"
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def _try_decode(data: bytes, encoding: Optional[str]) -> Optional[str]:
+    if not encoding:
+        return None
+    try:
+        return data.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _detected_charset(data: bytes) -> Optional[str]:
+    if charset_normalizer is None:
+        return None
+    matches = charset_normalizer.from_bytes(data[:200_000])
+    best = matches.best()
+    if best is None:
+        return None
+    # Short Western-European text is ambiguous between the windows-125x code pages (the same bytes
+    # are nearly as "clean" in each); windows-1252, the web's legacy default (WHATWG), wins a near tie.
+    # Cyrillic, Greek or Central-European pages do not list it as a candidate at all.
+    for match in matches:
+        if _normalise_charset(match.encoding) == "cp1252" and match.chaos <= best.chaos + _CHAOS_TIE:
+            return "cp1252"
+    return best.encoding
+
+
+def decode_html(data: bytes, content_type: Optional[str] = None) -> tuple[str, str]:
+    """Decode page bytes to text; returns (text, codec used).
+
+    Order: byte-order mark, HTTP Content-Type charset, <meta> charset, strict UTF-8, statistical
+    detection, then windows-1252 with replacement characters (it never fails, so a page always decodes).
+    A declared charset that does not decode the bytes is treated as a lie and the next step is tried.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace"), encoding
+    meta = _META_CHARSET.search(data[:_META_SCAN_BYTES])
+    candidates = [
+        _normalise_charset(charset_from_content_type(content_type)),
+        _normalise_charset(meta.group(1).decode("ascii", "ignore")) if meta else None,
+        "utf-8",
+    ]
+    for encoding in candidates:
+        text = _try_decode(data, encoding)
+        if text is not None:
+            return text, encoding
+    detected = _normalise_charset(_detected_charset(data))
+    text = _try_decode(data, detected)
+    if text is not None:
+        return text, detected
+    declared = [c for c in candidates[:2] if c]
+    fallback = declared[0] if declared else "cp1252"
+    return data.decode(fallback, errors="replace"), fallback
+
+
+# ---------------------------------------------------------------------------------------------------
+# Page preparation: absolute image URLs, tracking pixels removed
+# ---------------------------------------------------------------------------------------------------
+
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
+# lxml refuses NUL, most C0 controls and the non-characters U+FFFE/U+FFFF in text and attributes.
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_LAZY_SRC_ATTRIBUTES = ("data-src", "data-original", "data-lazy-src", "data-url")
+_PIXEL_MAX_SIDE = 2
+_DIMENSION = re.compile(r"^\s*(\d+)")
+_STYLE_DIMENSION = re.compile(r"(?<![-\w])(width|height)\s*:\s*(\d+)px", re.IGNORECASE)
+# File names tracking beacons and layout spacers use ("1x1.gif", "pixel.gif", "spacer.gif", ...).
+_TRACKING_NAME = re.compile(
+    r"(?i)(1x1|pixel|spacer|blank|clear|transparent|beacon|track(?:ing|er)?)[^/]*\.gif$"
+)
+
+
+def _parse_tree(text: str) -> Optional[lxml.html.HtmlElement]:
+    text = _CONTROL_CHARS.sub("", _XML_DECLARATION.sub("", text, count=1))
+    if not text.strip():
+        return None
+    parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True)
+    try:
+        return lxml.html.document_fromstring(text, parser=parser)
+    except (lxml.etree.ParserError, ValueError):
+        return None
+
+
+def _title_of(tree: lxml.html.HtmlElement) -> Optional[str]:
+    for xpath in ("//head/title//text()", "//meta[@property='og:title']/@content", "//h1//text()"):
+        title = _collapse(" ".join(tree.xpath(xpath)))
+        if title:
+            return title
+    return None
+
+
+def _base_url(tree: lxml.html.HtmlElement, page_url: Optional[str]) -> Optional[str]:
+    hrefs = tree.xpath("//base/@href")
+    if hrefs and hrefs[0].strip():
+        try:
+            return urljoin(page_url or "", hrefs[0].strip())
+        except ValueError:
+            return page_url
+    return page_url
+
+
+def _dimension(value: Optional[str]) -> Optional[int]:
+    match = _DIMENSION.match(value or "")
+    return int(match.group(1)) if match else None
+
+
+def _is_tracking_pixel(img: lxml.html.HtmlElement, src: str) -> bool:
+    sides = [_dimension(img.get("width")), _dimension(img.get("height"))]
+    sides += [int(m.group(2)) for m in _STYLE_DIMENSION.finditer(img.get("style") or "")]
+    if any(side is not None and side <= _PIXEL_MAX_SIDE for side in sides):
+        return True
+    return bool(_TRACKING_NAME.search(urlsplit(src).path))
+
+
+def _raw_image_src(img: lxml.html.HtmlElement) -> Optional[str]:
+    """The real source of an <img>: lazy-loading pages keep it in data-* and put a placeholder in src."""
+    src = (img.get("src") or "").strip()
+    if src and not src.startswith("data:"):
+        return src
+    for attribute in _LAZY_SRC_ATTRIBUTES:
+        lazy = (img.get(attribute) or "").strip()
+        if lazy and not lazy.startswith("data:"):
+            return lazy
+    return None
+
+
+def absolute_image_url(src: str, base_url: Optional[str]) -> Optional[str]:
+    """Resolve against the page; only http(s) URLs can be fetched, so anything else is None."""
+    try:
+        url = urljoin(base_url, src) if base_url else src
+        scheme = urlsplit(url).scheme
+    except ValueError:  # e.g. a malformed IPv6 host
+        return None
+    if url.startswith("//"):
+        url, scheme = "http:" + url, "http"
+    if scheme not in ("http", "https") or _CONTROL_CHARS.search(url):
+        return None
+    return url
+
+
+def _prepare_images(tree: lxml.html.HtmlElement, base_url: Optional[str]) -> None:
+    """Rewrite every <img> in place: absolute src, lazy attributes folded in, pixels/non-http removed."""
+    for img in list(tree.iter("img")):
+        src = _raw_image_src(img)
+        url = absolute_image_url(src, base_url) if src else None
+        if url is None or _is_tracking_pixel(img, url):
+            img.drop_tree()  # keeps the tail text
+            continue
+        img.set("src", url)
+        for attribute in _LAZY_SRC_ATTRIBUTES + ("srcset",):
+            img.attrib.pop(attribute, None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trafilatura path
+# ---------------------------------------------------------------------------------------------------
+
+# Trafilatura's default minimum (250 chars) sends short pages to text-only rescues that lose images.
+_MIN_EXTRACTED_SIZE = 50
+# Below this much text a trafilatura result without images is retried with the walker.
+_SHORT_TEXT_CHARS = 250
+_XML_TEXT_BLOCKS = {"p", "head", "item", "quote", "cell", "code"}
+
+
+def _trafilatura_config():
+    config = use_config()
+    config.set("DEFAULT", "MIN_EXTRACTED_SIZE", str(_MIN_EXTRACTED_SIZE))
+    config.set("DEFAULT", "MIN_OUTPUT_SIZE", "1")
+    config.set("DEFAULT", "MIN_EXTRACTED_COMM_SIZE", "1")
+    config.set("DEFAULT", "MIN_OUTPUT_COMM_SIZE", "1")
+    return config
+
+
+_TRAFILATURA_CONFIG = _trafilatura_config()
+
+
+@dataclass
+class _Item:
+    """A node before positions are assigned."""
+    kind: str
+    text: Optional[str] = None
+    image_url: Optional[str] = None
+    alt: Optional[str] = None
+
+
+def _collapse(text: Optional[str]) -> str:
+    return " ".join((text or "").split())
+
+
+def _graphic_item(graphic: lxml.etree._Element) -> Optional[_Item]:
+    src = graphic.get("src")
+    if not src or absolute_image_url(src, None) is None:
+        return None
+    alt = _collapse(graphic.get("alt") or graphic.get("title")) or None
+    return _Item("image", image_url=src, alt=alt)
+
+
+def _walk_trafilatura_xml(element: lxml.etree._Element) -> Iterator[_Item]:
+    for child in element:
+        if child.tag == "graphic":
+            item = _graphic_item(child)
+            if item:
+                yield item
+        elif child.tag in _XML_TEXT_BLOCKS:
+            text = _collapse(" ".join(child.itertext()))
+            if text:
+                yield _Item("text", text=text)
+            # images inside a paragraph follow its text: a caption-like order is the common case
+            for graphic in child.iter("graphic"):
+                item = _graphic_item(graphic)
+                if item:
+                    yield item
+        else:  # list, table, row, div...: containers, look inside
+            yield from _walk_trafilatura_xml(child)
+
+
+def _trafilatura_items(tree: lxml.html.HtmlElement, page_url: Optional[str]) -> list[_Item]:
+    xml = trafilatura.extract(
+        copy.deepcopy(tree),  # trafilatura edits the tree it is given; the walker may still need it
+        url=page_url,
+        output_format="xml",
+        include_images=True,
+        include_comments=False,
+        include_tables=True,
+        include_links=False,
+        include_formatting=False,
+        fast=True,  # its external fallbacks (readability, justext) are text-only and drop images
+        config=_TRAFILATURA_CONFIG,
+    )
+    if not xml:
+        return []
+    root = lxml.etree.fromstring(xml.encode("utf-8"))
+    main = root.find("main")
+    return list(_walk_trafilatura_xml(main if main is not None else root))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fallback walker
+# ---------------------------------------------------------------------------------------------------
+
+_SKIPPED_TAGS = {
+    "script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "button",
+    "select", "option", "svg", "iframe", "object", "embed", "head", "title", "menu",
+}
+_BLOCK_TEXT_TAGS = {
+    "p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "figcaption", "pre", "dt", "dd", "td",
+    "th", "caption",
+}
+_INLINE_TAGS = {
+    "a", "abbr", "b", "bdi", "bdo", "big", "cite", "code", "data", "dfn", "em", "font", "i", "kbd",
+    "label", "mark", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "sup", "time", "tt",
+    "u", "var", "wbr",
+}
+
+
+def _visible_text(element: lxml.html.HtmlElement) -> str:
+    """Text of an element without script/style/nav...; block children are separated by a space."""
+    parts = [element.text or ""]
+    for child in element:
+        tag = child.tag if isinstance(child.tag, str) else None
+        if tag is not None and tag not in _SKIPPED_TAGS:
+            separator = "" if tag in _INLINE_TAGS else " "
+            parts.append(separator + _visible_text(child) + separator)
+        parts.append(child.tail or "")
+    return "".join(parts)
+
+
+def _image_items(element: lxml.html.HtmlElement) -> Iterator[_Item]:
+    """The <img> elements of a subtree (itself included) outside skipped sections, in document order."""
+    tag = element.tag if isinstance(element.tag, str) else None
+    if tag is None or tag in _SKIPPED_TAGS:
+        return
+    if tag == "img":
+        alt = _collapse(element.get("alt") or element.get("title")) or None
+        yield _Item("image", image_url=element.get("src"), alt=alt)
+        return
+    for child in element:
+        yield from _image_items(child)
+
+
+def _walk_html(element: lxml.html.HtmlElement) -> Iterator[_Item]:
+    """Block elements become one text node each; runs of inline content inside containers are joined."""
+    pending: list[str] = [element.text or ""]
+
+    def flush() -> Iterator[_Item]:
+        text = _collapse("".join(pending))
+        pending.clear()
+        if text:
+            yield _Item("text", text=text)
+
+    for child in element:
+        tag = child.tag if isinstance(child.tag, str) else None
+        if tag is None or tag in _SKIPPED_TAGS:
+            pass
+        elif tag == "img":
+            yield from flush()
+            yield from _image_items(child)
+        elif tag in _INLINE_TAGS:
+            pending.append(_visible_text(child))
+            if child.find(".//img") is not None:
+                yield from flush()
+                yield from _image_items(child)
+        elif tag in _BLOCK_TEXT_TAGS:
+            yield from flush()
+            text = _collapse(_visible_text(child))
+            if text:
+                yield _Item("text", text=text)
+            yield from _image_items(child)
+        else:
+            yield from flush()
+            yield from _walk_html(child)
+        pending.append(child.tail or "")
+    yield from flush()
+
+
+def _walker_items(tree: lxml.html.HtmlElement) -> list[_Item]:
+    body = tree.find("body")
+    return list(_walk_html(body if body is not None else tree))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public entry point
+# ---------------------------------------------------------------------------------------------------
+
+def _choose_items(trafilatura_items: list[_Item], walker: Callable[[], list[_Item]]) -> list[_Item]:
+    if not trafilatura_items:
+        return walker()
+    has_image = any(item.kind == "image" for item in trafilatura_items)
+    text_chars = sum(len(item.text or "") for item in trafilatura_items)
+    if has_image or text_chars >= _SHORT_TEXT_CHARS:
+        return trafilatura_items
+    walked = walker()
+    # a short page whose images trafilatura dropped: the walker keeps them in place
+    return walked if any(item.kind == "image" for item in walked) else trafilatura_items
+
+
+def extract_html_nodes(html: str, page_url: Optional[str]) -> tuple[Optional[str], list[Node]]:
+    """Main content of a decoded page as (title, nodes) with absolute image URLs.
+
+    Never raises on malformed markup: garbage yields (None, []).
+    """
+    tree = _parse_tree(html)
+    if tree is None:
+        return None, []
+    if page_url:
+        page_url = _CONTROL_CHARS.sub("", page_url)  # a damaged record header must not break lxml
+    title = _title_of(tree)
+    base_url = _base_url(tree, page_url)
+    _prepare_images(tree, base_url)
+    try:
+        main_items = _trafilatura_items(tree, base_url)
+    except Exception:  # noqa: BLE001 - heuristic third-party code; the walker still reads the body
+        main_items = []
+    items = _choose_items(main_items, lambda: _walker_items(tree))
+    nodes = [
+        Node(position=i, kind=item.kind, text=item.text, image_url=item.image_url, alt=item.alt)
+        for i, item in enumerate(items)
+    ]
+    return title, nodes
+
+
+def extract_html_bytes(
+    data: bytes, page_url: Optional[str], content_type: Optional[str] = None
+) -> tuple[Optional[str], list[Node], str]:
+    """Decode then extract; returns (title, nodes, codec used)."""
+    text, encoding = decode_html(data, content_type)
+    title, nodes = extract_html_nodes(text, page_url)
+    return title, nodes, encoding

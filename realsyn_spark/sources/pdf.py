@@ -1,0 +1,223 @@
+"""PDF -> one Document (text blocks and images in reading order) plus a Blob per image.
+
+PyMuPDF's `get_text("dict", sort=True)` gives text and image blocks of a page sorted top-to-bottom,
+left-to-right, which is the reading order for single-column documents. Image blocks carry the image
+bytes in their stored format (including inline images, which have no xref), so no second pass over
+the page's image list is needed. Bytes that are not a plain RGB/grey PNG or JPEG (CMYK, JPX, JBIG2,
+images with a soft mask) are re-encoded as PNG so that every consumer can decode them.
+
+MuPDF repairs damaged files on open and reports what it could not read as warnings; those become
+SourceErrors (for the file, or for the page that lost content) while whatever it recovered is still
+yielded.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import BinaryIO, Iterator, Optional, Union
+
+import pymupdf
+
+from . import Blob, Document, Node, SourceError
+
+Parsed = Union[Document, Blob, SourceError]
+
+_PASSTHROUGH_FORMATS = {"png", "jpeg", "jpg"}
+_PASSTHROUGH_COLOR_COMPONENTS = {1, 3}  # grey, RGB; CMYK (4) JPEGs decode inverted in many readers
+_URL_HASH_CHARS = 16
+_REASON_CHARS = 300
+_PAGE_DAMAGE = re.compile(r"cannot|error|failed|missing|not a stream|broken", re.IGNORECASE)
+_METADATA_KEYS = ("author", "subject", "keywords", "creator", "producer", "creationDate", "format")
+
+
+# ---------------------------------------------------------------------------------------------------
+# MuPDF diagnostics
+# ---------------------------------------------------------------------------------------------------
+
+def _take_mupdf_warnings() -> str:
+    """MuPDF's accumulated warnings since the last call (it keeps them in a global buffer)."""
+    return (pymupdf.TOOLS.mupdf_warnings(reset=True) or "").strip()
+
+
+def _summary(warnings: str) -> str:
+    lines = [line for line in dict.fromkeys(warnings.splitlines()) if line.strip()]
+    return "; ".join(lines)[:_REASON_CHARS]
+
+
+class _QuietMuPDF:
+    """Stop MuPDF printing every repair step to stderr; the warnings are reported as SourceErrors."""
+
+    def __enter__(self):
+        self._previous = pymupdf.TOOLS.mupdf_display_errors()
+        pymupdf.TOOLS.mupdf_display_errors(False)
+        _take_mupdf_warnings()
+        return self
+
+    def __exit__(self, *exc_info):
+        pymupdf.TOOLS.mupdf_display_errors(self._previous)
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------------
+
+def _to_rgb(pixmap: pymupdf.Pixmap) -> pymupdf.Pixmap:
+    colour_components = pixmap.n - pixmap.alpha
+    if pixmap.colorspace is None or colour_components not in _PASSTHROUGH_COLOR_COMPONENTS:
+        return pymupdf.Pixmap(pymupdf.csRGB, pixmap)
+    return pixmap
+
+
+def _with_soft_mask(pixmap: pymupdf.Pixmap, mask_bytes: Optional[bytes]) -> pymupdf.Pixmap:
+    if not mask_bytes:
+        return pixmap
+    mask = pymupdf.Pixmap(mask_bytes)
+    if pixmap.alpha:  # already has its own alpha channel
+        return pixmap
+    if (mask.width, mask.height) != (pixmap.width, pixmap.height) or mask.n != 1:
+        # MuPDF combines only same-size single-channel masks; a mismatched mask is dropped, not fatal
+        return pixmap
+    return pymupdf.Pixmap(pixmap, mask)
+
+
+def standard_image_bytes(block: dict) -> bytes:
+    """Bytes of an image block as PNG or JPEG, RGB or grey, with its soft mask applied as alpha."""
+    data, ext = block["image"], (block.get("ext") or "").lower()
+    mask_bytes = block.get("mask")
+    if ext in _PASSTHROUGH_FORMATS and block.get("colorspace") in _PASSTHROUGH_COLOR_COMPONENTS and not mask_bytes:
+        return data
+    pixmap = _with_soft_mask(_to_rgb(pymupdf.Pixmap(data)), mask_bytes)
+    return pixmap.tobytes("png")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pages
+# ---------------------------------------------------------------------------------------------------
+
+def _line_text(line: dict) -> str:
+    return "".join(span.get("text", "") for span in line.get("spans", []))
+
+
+def paragraph_text(block: dict) -> str:
+    """A text block's lines joined into one paragraph, undoing end-of-line hyphenation."""
+    text = ""
+    for line in block.get("lines", []):
+        piece = " ".join(_line_text(line).split())
+        if not piece:
+            continue
+        if text.endswith("-") and piece[:1].islower():
+            text = text[:-1] + piece  # "exam-" + "ple" -> "example"
+        else:
+            text = f"{text} {piece}" if text else piece
+    return text
+
+
+class _PageReader:
+    """Turns the blocks of one page into nodes and blobs; numbering continues across pages."""
+
+    def __init__(self, source_uri: str, file_hash: str):
+        self.source_uri = source_uri
+        self.file_hash = file_hash
+        self.nodes: list[Node] = []
+
+    def read(self, page: pymupdf.Page) -> Iterator[Union[Blob, SourceError]]:
+        number = page.number + 1
+        image_index = 0
+        for block in page.get_text("dict", sort=True).get("blocks", []):
+            if block.get("type") == 0:
+                self._add_text(block, number)
+            elif block.get("type") == 1 and block.get("image"):
+                yield from self._add_image(block, number, image_index)
+                image_index += 1
+
+    def _add_text(self, block: dict, page_number: int) -> None:
+        text = paragraph_text(block)
+        if text:
+            self.nodes.append(Node(position=len(self.nodes), kind="text", text=text, page=page_number))
+
+    def _add_image(self, block: dict, page_number: int, index: int) -> Iterator[Union[Blob, SourceError]]:
+        url = f"pdf://{self.file_hash}/page{page_number}/img{index}"
+        try:
+            data = standard_image_bytes(block)
+        except Exception as exc:  # one undecodable image (odd filter, broken stream) costs only itself
+            yield SourceError(self.source_uri, f"page={page_number}", "bad_pdf_image",
+                              f"img{index} ({block.get('ext')}): {exc}"[:_REASON_CHARS])
+            return
+        self.nodes.append(Node(position=len(self.nodes), kind="image", image_url=url, page=page_number))
+        yield Blob(image_url=url, data=data, origin="pdf")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Document
+# ---------------------------------------------------------------------------------------------------
+
+def _open(source_uri: str, data: bytes) -> tuple[Optional[pymupdf.Document], Optional[SourceError]]:
+    try:
+        document = pymupdf.open(stream=data, filetype="pdf")
+    except Exception as exc:  # FileDataError and friends: not a PDF MuPDF can repair
+        return None, SourceError(source_uri, None, "corrupt_pdf", f"cannot open: {exc}"[:_REASON_CHARS])
+    if document.needs_pass and not document.authenticate(""):
+        # an empty user password opens owner-only ("permissions") encryption; anything else is locked
+        document.close()
+        return None, SourceError(source_uri, None, "encrypted_pdf", "PDF needs a password to open")
+    if document.page_count == 0:
+        document.close()
+        return None, SourceError(source_uri, None, "corrupt_pdf", "PDF has no readable pages")
+    return document, None
+
+
+def _repair_error(source_uri: str, document: pymupdf.Document, data: bytes, warnings: str) -> Optional[SourceError]:
+    if not document.is_repaired:
+        return None
+    # A file cut short loses its trailer (%%EOF); other damage is reported as a repaired file.
+    kind = "truncated_pdf" if b"%%EOF" not in data[-1024:] else "corrupt_pdf"
+    return SourceError(source_uri, None, kind, f"MuPDF repaired the file: {_summary(warnings)}")
+
+
+def _document_metadata(document: pymupdf.Document) -> dict:
+    metadata = {key: value for key, value in (document.metadata or {}).items() if key in _METADATA_KEYS and value}
+    metadata["page_count"] = document.page_count
+    return metadata
+
+
+def _read_pages(source_uri: str, document: pymupdf.Document, reader: _PageReader) -> Iterator[Union[Blob, SourceError]]:
+    for page_index in range(document.page_count):
+        location = f"page={page_index + 1}"
+        try:
+            yield from reader.read(document.load_page(page_index))
+        except Exception as exc:
+            _take_mupdf_warnings()
+            yield SourceError(source_uri, location, "corrupt_pdf_page", f"{type(exc).__name__}: {exc}"[:_REASON_CHARS])
+            continue
+        warnings = _take_mupdf_warnings()
+        # e.g. "cannot load content stream part 3/5": the page was read only in part. Benign notes
+        # (substituted fonts and the like) are common in healthy files and are not reported.
+        if _PAGE_DAMAGE.search(warnings):
+            yield SourceError(source_uri, location, "damaged_pdf_page", _summary(warnings))
+
+
+def parse_pdf(source_uri: str, stream: BinaryIO) -> Iterator[Parsed]:
+    """Parse a PDF into one Document and its image Blobs. Never raises for bad input."""
+    data = stream.read()
+    if not data:
+        yield SourceError(source_uri, None, "empty_file", "file has no bytes")
+        return
+    with _QuietMuPDF():
+        document, error = _open(source_uri, data)
+        if error is not None:
+            yield error
+            return
+        try:
+            repair_error = _repair_error(source_uri, document, data, _take_mupdf_warnings())
+            if repair_error is not None:
+                yield repair_error
+            reader = _PageReader(source_uri, hashlib.sha256(data).hexdigest()[:_URL_HASH_CHARS])
+            yield from _read_pages(source_uri, document, reader)
+            title = ((document.metadata or {}).get("title") or "").strip() or None
+            yield Document(
+                source_uri=source_uri, source_kind="pdf", record_offset=None, url=None, title=title,
+                nodes=reader.nodes, metadata=_document_metadata(document),
+            )
+        finally:
+            document.close()

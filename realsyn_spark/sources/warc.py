@@ -1,0 +1,381 @@
+"""WARC / ARC (optionally gzip) -> Documents for HTML pages, Blobs for image records, SourceErrors.
+
+warcio stops for good at the first corrupt record (its generator is dead after raising). On a seekable
+stream this parser resynchronises: it scans forward for the next plausible record start (a gzip member
+header, a `WARC/1.x` line or an ARC header line) and restarts warcio there, so one bad gzip member
+costs one record, not the rest of the file. On an unseekable stream it reports the error and stops.
+"""
+from __future__ import annotations
+
+import io
+import re
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Optional, Union
+
+from warcio.archiveiterator import ArchiveIterator, WARCIterator
+from warcio.bufferedreaders import BufferedReader, ChunkedDataReader
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.statusandheaders import StatusAndHeadersParserException
+
+from . import Blob, Document, SourceError
+from .htmlextract import extract_html_bytes
+
+Parsed = Union[Document, Blob, SourceError]
+
+_HTML_MIME_TYPES = {"text/html", "application/xhtml+xml"}
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+_HTML_SNIFF = re.compile(rb"^\s*(<!doctype html|<html|<head|<body)", re.IGNORECASE)
+_TRAILING_PEEK_BYTES = 4096
+_SCAN_CHUNK_BYTES = 1 << 20
+# Each false candidate (e.g. gzip magic bytes inside compressed data) costs a tiny parse; cap them so
+# a hostile file cannot make resynchronisation quadratic.
+_MAX_RESYNC_CANDIDATES = 10_000
+
+_GZIP_MEMBER_START = re.compile(rb"\x1f\x8b\x08")
+_WARC_RECORD_START = re.compile(rb"(?:^|\n)(WARC/1\.[01]\r?\n)")
+_ARC_RECORD_START = re.compile(rb"(?:^|\n)([a-z][a-z0-9+.-]*://\S+ \S+ \d{14} \S+ \d+\r?\n)", re.IGNORECASE)
+# What warcio raises on bad bytes; anything else is a bug and surfaces as dispatch's parser_crash.
+_ITERATION_ERRORS = (
+    ArchiveLoadFailed, StatusAndHeadersParserException, zlib.error, EOFError, ValueError, IndexError,
+    AttributeError, KeyError, OSError, UnicodeDecodeError, TypeError,
+)
+
+
+@dataclass
+class _Failure:
+    """Where warcio gave up and why."""
+    offset: int
+    kind: str
+    reason: str
+    # A resync start that fails before its first record was a false candidate, not a new corruption;
+    # a failure right after a record with a wrong Content-Length is fallout already reported.
+    records_seen: int
+    follows_bad_length: bool
+
+
+# ---------------------------------------------------------------------------------------------------
+# Record classification
+# ---------------------------------------------------------------------------------------------------
+
+def _mime_type(content_type: Optional[str]) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _record_content_type(record) -> Optional[str]:
+    if record.rec_type == "response" and record.http_headers is not None:
+        return record.http_headers.get_header("Content-Type")
+    return record.rec_headers.get_header("Content-Type")
+
+
+def _http_status_ok(record) -> bool:
+    if record.rec_type != "response" or record.http_headers is None:
+        return True
+    status = record.http_headers.get_statuscode() or ""
+    return status.startswith("2")
+
+
+def _looks_like_image(payload: bytes) -> bool:
+    return payload.startswith(_IMAGE_MAGIC) or (payload[:4] == b"RIFF" and payload[8:12] == b"WEBP")
+
+
+def _classify(mime: str, payload: bytes) -> Optional[str]:
+    """'html', 'image' or None (skipped). Servers often send no or a generic type, so sniff those."""
+    if mime in _HTML_MIME_TYPES:
+        return "html"
+    if mime.startswith("image/"):
+        return "image"
+    if mime in ("", "application/octet-stream", "unk", "no-type", "text/plain"):
+        if _looks_like_image(payload):
+            return "image"
+        if _HTML_SNIFF.match(payload[:1024]):
+            return "html"
+    return None
+
+
+def _decoded_http_body(record, block: bytes) -> bytes:
+    """The HTTP payload from the raw record block: undo chunked transfer and gzip/deflate/br encoding.
+
+    Mirrors warcio's `content_stream()`, but over bytes already read, so that a broken Content-Encoding
+    is told apart from a broken WARC record.
+    """
+    stream = io.BytesIO(block)
+    headers = record.http_headers
+    if headers is None:
+        return block
+    encoding = (headers.get_header("Content-Encoding") or "").strip().lower() or None
+    if encoding not in BufferedReader.get_supported_decompressors():
+        encoding = None
+    if (headers.get_header("Transfer-Encoding") or "").lower() == "chunked":
+        return ChunkedDataReader(stream, decomp_type=encoding).read()
+    if encoding:
+        return BufferedReader(stream, decomp_type=encoding).read()
+    return block
+
+
+# ---------------------------------------------------------------------------------------------------
+# Record -> output
+# ---------------------------------------------------------------------------------------------------
+
+def _html_document(source_uri: str, kind: str, offset: int, record, url: Optional[str], payload: bytes,
+                   content_type: Optional[str]) -> Document:
+    title, nodes, encoding = extract_html_bytes(payload, url, content_type)
+    metadata = {
+        "warc_date": record.rec_headers.get_header("WARC-Date"),
+        "warc_record_id": record.rec_headers.get_header("WARC-Record-ID"),
+        "content_type": content_type,
+        "charset": encoding,
+    }
+    return Document(
+        source_uri=source_uri, source_kind=kind, record_offset=offset, url=url, title=title,
+        nodes=nodes, metadata={k: v for k, v in metadata.items() if v is not None},
+    )
+
+
+def _record_outputs(source_uri: str, kind: str, offset: int, record, block: bytes) -> Iterator[Parsed]:
+    if record.rec_type not in ("response", "resource") or not _http_status_ok(record):
+        return
+    url = record.rec_headers.get_header("WARC-Target-URI")
+    content_type = _record_content_type(record)
+    try:
+        payload = _decoded_http_body(record, block)
+    except Exception as exc:  # a broken Content-Encoding/chunking damages this record only
+        yield SourceError(source_uri, f"offset={offset}", "decode_failure", f"HTTP body of {url}: {exc!r}")
+        return
+    category = _classify(_mime_type(content_type), payload)
+    if category == "image" and url and payload:
+        yield Blob(image_url=url, data=payload, origin="warc")
+    elif category == "html":
+        yield _html_document(source_uri, kind, offset, record, url, payload, content_type)
+
+
+_URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
+
+
+def _plausible_arc_record(record) -> bool:
+    """An ARC header names a URL and a numeric length; warcio converts whatever five words it finds."""
+    headers = record.rec_headers
+    length = (headers.get_header("Content-Length") or "0").strip()
+    return bool(_URI_SCHEME.match(headers.get_header("WARC-Target-URI") or "filedesc:")) and length.isdigit()
+
+
+def _truncation_error(source_uri: str, offset: int, record) -> Optional[SourceError]:
+    """warcio silently returns a short block when the file ends inside a record; its LimitReader knows."""
+    missing = getattr(record.raw_stream, "limit", 0) or 0
+    if missing > 0:
+        return SourceError(source_uri, f"offset={offset}", "truncated_record",
+                           f"record ends {missing} bytes before its Content-Length")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Iteration with resynchronisation
+# ---------------------------------------------------------------------------------------------------
+
+def _archive_iterator(stream: BinaryIO, kind: str):
+    # WARC files are parsed strictly: with arc2warc any five-word line would pass for an ARC header.
+    if kind == "arc":
+        return ArchiveIterator(stream, arc2warc=True)
+    return WARCIterator(stream)
+
+
+def _failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, zlib.error):
+        return "corrupt_gzip"
+    if isinstance(exc, EOFError):
+        return "truncated_record"
+    return "malformed_record"
+
+
+def _gzip_member_problem(stream: BinaryIO, offset: int) -> Optional[tuple[str, str]]:
+    """(kind, reason) when the gzip member at `offset` does not inflate or is cut short, else None.
+
+    warcio reports both as an unreadable record; the member itself says which it is.
+    """
+    stream.seek(offset)
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        while not inflater.eof:
+            chunk = inflater.unconsumed_tail or stream.read(_SCAN_CHUNK_BYTES)
+            if not chunk:
+                return "truncated_gzip", "gzip member cut short by the end of the file"
+            inflater.decompress(chunk, 1 << 16)
+    except zlib.error as exc:
+        return "corrupt_gzip", f"gzip member does not inflate: {exc}"
+    return None
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """Error reasons quote warcio messages, which can carry raw binary from the bad record."""
+    text = text[:limit]
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+class _Pass:
+    """One warcio run from the stream's current position to its end or its first failure."""
+
+    def __init__(self, source_uri: str, stream: BinaryIO, kind: str):
+        self.source_uri = source_uri
+        self.kind = kind
+        self.iterator = _archive_iterator(stream, kind)
+        self.failure: Optional[_Failure] = None
+        self.end_offset: Optional[int] = None
+
+    def outputs(self) -> Iterator[Parsed]:
+        iterator = self.iterator
+        seen, previous_bad_length = 0, False
+        offset = iterator.offset
+        try:
+            for record in iterator:
+                offset = iterator.offset  # start of this record, set when the previous one was finished
+                if self.kind == "arc" and not _plausible_arc_record(record):
+                    # warcio takes any line of five words for an ARC header; stop and resynchronise
+                    reason = f"not an ARC record header (URL {record.rec_headers.get_header('WARC-Target-URI')!r})"
+                    self.failure = _Failure(offset, "bad_arc_header", _printable(reason), seen, previous_bad_length)
+                    return
+                block = record.raw_stream.read()
+                errors_before = iterator.err_count
+                iterator.read_to_end()
+                seen += 1
+                problem = self._record_problem(offset, record, iterator.err_count > errors_before)
+                previous_bad_length = problem is not None and problem.kind == "bad_record_length"
+                if problem is not None:
+                    yield problem
+                    continue
+                yield from self._outputs_of(offset, record, block)
+            self.end_offset = iterator.offset
+        except _ITERATION_ERRORS as exc:
+            failed_at = iterator.offset if iterator.offset is not None else offset
+            reason = _printable(f"{type(exc).__name__}: {exc}")
+            self.failure = _Failure(failed_at, _failure_kind(exc), reason, seen, previous_bad_length)
+
+    def _outputs_of(self, offset: int, record, block: bytes) -> list[Parsed]:
+        # Extraction runs on bytes already read: a failure there spoils this record, not the archive.
+        try:
+            return list(_record_outputs(self.source_uri, self.kind, offset, record, block))
+        except Exception as exc:
+            return [SourceError(self.source_uri, f"offset={offset}", "record_processing_failed",
+                                _printable(f"{type(exc).__name__}: {exc}"))]
+
+    def _record_problem(self, offset: int, record, length_warning: bool) -> Optional[SourceError]:
+        problem = _truncation_error(self.source_uri, offset, record)
+        if problem is None and length_warning:
+            problem = SourceError(self.source_uri, f"offset={offset}", "bad_record_length",
+                                  "record not followed by a blank line: its Content-Length is wrong")
+        return problem
+
+
+def _next_record_start(stream: BinaryIO, start: int, compressed: bool, kind: str) -> Optional[int]:
+    """Offset of the next plausible record header at or after `start`, scanning in chunks."""
+    if compressed:
+        pattern = _GZIP_MEMBER_START
+    else:
+        pattern = _ARC_RECORD_START if kind == "arc" else _WARC_RECORD_START
+    overlap = 512
+    position = start
+    stream.seek(position)
+    previous_tail = b""
+    while True:
+        chunk = stream.read(_SCAN_CHUNK_BYTES)
+        if not chunk:
+            return None
+        window = previous_tail + chunk
+        window_start = position - len(previous_tail)
+        for match in pattern.finditer(window):
+            found = window_start + match.start(match.lastindex or 0)
+            if found >= start:
+                return found
+        position += len(chunk)
+        previous_tail = window[-overlap:]
+
+
+def _trailing_bytes_error(source_uri: str, stream: BinaryIO, end_offset: Optional[int]) -> Iterator[SourceError]:
+    """Bytes left after warcio's clean end: it silently ignores a record cut inside its gzip member."""
+    if end_offset is None:
+        return
+    stream.seek(end_offset)
+    if not stream.read(_TRAILING_PEEK_BYTES).strip():
+        return
+    stream.seek(0, io.SEEK_END)
+    leftover = stream.tell() - end_offset
+    yield SourceError(source_uri, f"offset={end_offset}", "truncated_record",
+                      f"{leftover} trailing bytes could not be parsed as a record (file cut short?)")
+
+
+def _is_seekable(stream: BinaryIO) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, ValueError):
+        return False
+
+
+class _PrependedStream(io.RawIOBase):
+    """An unseekable stream with the bytes already peeked at put back in front."""
+
+    def __init__(self, head: bytes, rest: BinaryIO):
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _peek(stream: BinaryIO, size: int) -> tuple[bytes, BinaryIO]:
+    """First bytes of the stream, and a stream that still starts at the beginning."""
+    if _is_seekable(stream):
+        position = stream.tell()
+        head = stream.read(size)
+        stream.seek(position)
+        return head, stream
+    head = stream.read(size)
+    return head, io.BufferedReader(_PrependedStream(head, stream))
+
+
+def _error_for(source_uri: str, archive_kind: str, stream: BinaryIO, failure: _Failure, compressed: bool,
+               seekable: bool) -> SourceError:
+    kind, reason = failure.kind, failure.reason
+    if compressed and seekable:
+        kind, reason = _gzip_member_problem(stream, failure.offset) or (kind, reason)
+    if kind == "malformed_record" and archive_kind == "arc":
+        kind = "bad_arc_header"
+    return SourceError(source_uri, f"offset={failure.offset}", kind, reason)
+
+
+def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc") -> Iterator[Parsed]:
+    """Parse a WARC or ARC file (plain or gzip). Never raises for bad input.
+
+    `kind` is "warc" or "arc"; it becomes `Document.source_kind` and picks ARC header handling.
+    """
+    head, stream = _peek(stream, 16)
+    if not head:
+        yield SourceError(source_uri, None, "empty_file", "file has no bytes")
+        return
+    compressed = head.startswith(b"\x1f\x8b")
+    seekable = _is_seekable(stream)
+    resyncing = False
+    for _ in range(_MAX_RESYNC_CANDIDATES):
+        run = _Pass(source_uri, stream, kind)
+        yield from run.outputs()
+        failure = run.failure
+        if failure is None:
+            if seekable:
+                yield from _trailing_bytes_error(source_uri, stream, run.end_offset)
+            return
+        false_start = resyncing and failure.records_seen == 0
+        if not false_start and not failure.follows_bad_length:
+            yield _error_for(source_uri, kind, stream, failure, compressed, seekable)
+        if not seekable:
+            return
+        next_start = _next_record_start(stream, failure.offset + 1, compressed, kind)
+        if next_start is None:
+            return
+        stream.seek(next_start)
+        resyncing = True

@@ -1,0 +1,114 @@
+"""Integration: the whole pipeline on the sample corpus, on the session's local Spark with Delta."""
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from realsyn_spark.config import load_config
+from realsyn_spark.pipeline import STAGES, run_pipeline
+from realsyn_spark.tables import (ALL_TABLES, DATASET, IMAGES, INGEST_ERRORS, RETRIEVALS, RUN_LOG, SENTENCES,
+                                  SYNTHETIC_TEXTS, Lake)
+from tests.conftest import tiny_overrides
+
+COUNTED = [t for t in ALL_TABLES if t.name not in ("run_log",)]
+
+
+def table_counts(spark, lake):
+    return {t.name: spark.read.format("delta").load(lake.location(t)).count() for t in COUNTED}
+
+
+@pytest.fixture(scope="module")
+def runs(spark, sample_corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lake")
+    cfg = load_config(overrides=tiny_overrides(root, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0"])
+    lake = Lake(spark, cfg.lake)
+    first = run_pipeline(spark, cfg)
+    counts_first = table_counts(spark, lake)
+    second = run_pipeline(spark, cfg)
+    counts_second = table_counts(spark, lake)
+    return cfg, lake, first, second, counts_first, counts_second
+
+
+def _log(spark, lake, run_id):
+    return {r.stage: r for r in spark.read.format("delta").load(lake.location(RUN_LOG))
+            .where(F.col("run_id") == run_id).collect()}
+
+
+def test_every_stage_logged_ok_and_tables_read_back(spark, runs):
+    cfg, lake, first, _, counts, _ = runs
+    log = _log(spark, lake, first)
+    assert set(log) == set(STAGES)
+    assert all(r.status == "ok" for r in log.values())
+    for name in ("documents", "image_blobs", "images", "sentences", "image_embeddings", "sentence_embeddings",
+                 "centroids", "retrievals", "synthetic_texts", "balanced", "dataset", "ingest_errors"):
+        assert counts[name] > 0, name
+
+
+def test_rerun_adds_nothing(spark, runs):
+    _, lake, _, second, counts_first, counts_second = runs
+    assert counts_first == counts_second
+    log = _log(spark, lake, second)
+    assert log["ingest"].rows_in == 0
+    assert log["embed"].counters["images_embedded"] == 0
+    assert log["embed"].counters["sentences_embedded"] == 0
+    assert log["retrieve"].rows_in == 0
+    assert log["generate"].rows_in == 0
+
+
+def test_each_filter_rule_dropped_something(spark, runs):
+    _, lake, first, *_ = runs
+    counters = _log(spark, lake, first)["extract"].counters
+    for rule in ("images:min_side", "images:aspect_ratio", "images:exact_duplicate", "images:unavailable",
+                 "sentences:emoji", "sentences:url", "sentences:min_words", "sentences:max_words",
+                 "sentences:exact_duplicate"):
+        assert counters.get(rule, 0) > 0, (rule, counters)
+    images = lake.read(IMAGES)
+    assert images.count() == sum(v for k, v in counters.items() if k.startswith("images:") and k != "images:total")
+
+
+def test_bad_input_is_quarantined_not_fatal(spark, runs):
+    _, lake, *_ = runs
+    errors = lake.read(INGEST_ERRORS)
+    kinds = {r.kind for r in errors.select("kind").distinct().collect()}
+    assert "blocked" in kinds, kinds                       # cloud-metadata / private address refused
+    sources = {r.source_uri.rsplit("/", 1)[-1] for r in errors.where("stage = 'ingest'").collect()}
+    assert {"broken.warc.gz", "truncated.pdf", "sample.jsonl"} <= sources, sources
+    docs = lake.read(ALL_TABLES[0])
+    assert docs.where(F.col("source_uri").endswith("broken.warc.gz")).count() > 0  # good records survive
+
+
+def test_dataset_rows_are_kept_images_with_ranked_texts(spark, runs):
+    cfg, lake, *_ = runs
+    dataset = lake.read(DATASET)
+    n = dataset.count()
+    assert dataset.select("image_id").distinct().count() == n
+    kept = lake.read(IMAGES).where("drop_reason IS NULL").select("image_id")
+    assert dataset.join(kept, "image_id", "left_anti").count() == 0
+    assert dataset.where("text1 IS NULL OR syn_text IS NULL OR image_bytes IS NULL").count() == 0
+    assert dataset.where("score1 < score2 OR score2 < score3").count() == 0
+    kept_sentences = lake.read(SENTENCES).where("drop_reason IS NULL").select(F.col("sentence_id").alias("sentence_id1"))
+    assert dataset.join(kept_sentences, "sentence_id1", "left_anti").count() == 0
+    assert lake.read(RETRIEVALS).groupBy("image_id").count().where(f"count > {cfg.retrieval.top_k}").count() == 0
+    assert lake.read(SYNTHETIC_TEXTS).count() == n
+
+
+def test_scales_are_nested_and_capped(spark, runs):
+    cfg, lake, *_ = runs
+    dataset = lake.read(DATASET)
+    caps = sorted(cfg.balance.caps)
+    sizes = [dataset.where(F.array_contains("scales", c)).count() for c in caps]
+    assert sizes == sorted(sizes)
+    small = caps[0]
+    per_cluster = dataset.where(F.array_contains("scales", small)).groupBy("cluster_id").count()
+    assert per_cluster.agg(F.max("count")).first()[0] <= small
+
+
+def test_interrupted_run_resumes_to_the_same_result(spark, runs, sample_corpus, tmp_path):
+    cfg_full, lake_full, *_ = runs
+    cfg = load_config(overrides=tiny_overrides(tmp_path, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0"])
+    run_pipeline(spark, cfg, stages=["ingest", "fetch", "extract", "embed"])   # "crash" after embed
+    run_pipeline(spark, cfg)                                                    # the rerun finishes the work
+    lake = Lake(spark, cfg.lake)
+    assert table_counts(spark, lake)["dataset"] == table_counts(spark, lake_full)["dataset"]
+    ids = lambda l: {r.image_id for r in l.read(DATASET).select("image_id").collect()}  # noqa: E731
+    assert ids(lake) == ids(lake_full)
