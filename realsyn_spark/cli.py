@@ -12,10 +12,13 @@ from realsyn_spark.pipeline import STAGES
 
 # The demo runs where no CLIP weights can be downloaded: it says so, embeds with seeded random weights,
 # and opens the similarity band (random-weight cosines are not calibrated to the paper's [0.51, 0.61]).
+# The sample has ~200 images, so balance clusters are sized for it (the paper's ~168 per cluster would
+# make one cluster).
 DEMO_OVERRIDES = [
     "embed.allow_random_weights=true",
     "balance.similarity_min=-1.0",
     "balance.similarity_max=1.0",
+    "balance.images_per_cluster=24",
 ]
 
 
@@ -50,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sample-corpus":
         from realsyn_spark.sample_corpus import generate_sample_corpus
 
-        print(generate_sample_corpus(args.out_dir, scale=args.scale))
+        import json
+
+        print(json.dumps(generate_sample_corpus(args.out_dir, scale=args.scale), indent=1))
         return 0
     overrides = list(args.overrides)
     if args.command == "demo":
@@ -68,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.corpus).exists():
             from realsyn_spark.sample_corpus import generate_sample_corpus
 
-            print(f"writing sample corpus to {args.corpus}: {generate_sample_corpus(args.corpus)}")
+            written = generate_sample_corpus(args.corpus)
+            print(f"wrote the sample corpus to {args.corpus}: {written['documents']['total']} documents, "
+                  f"{written['image_occurrences']['total']} image occurrences, {written['sentences']['total']} sentences")
         print("DEMO: settings " + " ".join(DEMO_OVERRIDES) + " — without a model hub the CLIP model runs on "
               "seeded RANDOM weights, so retrieval and similarity scores are not meaningful here.")
     spark = get_spark(cfg)

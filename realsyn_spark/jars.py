@@ -84,4 +84,11 @@ def write_spark_defaults(jars: list[str]) -> Path:
         "spark.driver.memory 4g\n"
         "spark.ui.showConsoleProgress false\n"
     )
+    # Warnings only on the console, as the embedded session does; a cluster keeps its own log4j2 setup.
+    (conf_dir / "log4j2.properties").write_text(
+        "rootLogger.level = warn\nrootLogger.appenderRef.stdout.ref = console\n"
+        "appender.console.type = Console\nappender.console.name = console\nappender.console.target = SYSTEM_ERR\n"
+        "appender.console.layout.type = PatternLayout\n"
+        "appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex\n"
+    )
     return path

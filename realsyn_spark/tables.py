@@ -6,6 +6,7 @@ commits: MERGE on the table's key for incremental stages, replaceWhere/overwrite
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -140,7 +141,14 @@ class Lake:
     def location(self, spec: TableSpec) -> str:
         if self.cfg.catalog_schema:
             return f"{self.cfg.catalog_schema}.{spec.name}"
-        return f"{self.cfg.root.rstrip('/')}/{spec.name}"
+        return f"{self.root}/{spec.name}"
+
+    @property
+    def root(self) -> str:
+        """Lake root as Spark needs it: a relative local path is made absolute (Delta's builder reads
+        './lake/x' as a table name), any URI with a scheme is kept as given."""
+        root = self.cfg.root.rstrip("/")
+        return root if "://" in root or root.startswith(("dbfs:", "file:")) else os.path.abspath(root)
 
     def _delta_table(self, spec: TableSpec) -> DeltaTable:
         if self.cfg.catalog_schema:

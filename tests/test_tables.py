@@ -1,3 +1,5 @@
+import os
+
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import LakeConfig
@@ -43,6 +45,8 @@ def test_locations_by_path_or_catalog(spark):
     by_name = Lake(spark, LakeConfig(catalog_schema="main.realsyn"))
     assert by_path.location(IMAGES) == "s3://bucket/lake/images"
     assert by_name.location(IMAGES) == "main.realsyn.images"
+    relative = Lake(spark, LakeConfig(root="./lake"))
+    assert relative.location(IMAGES) == os.path.abspath("lake/images")  # Delta reads './x' as a table name
     assert len({t.name for t in ALL_TABLES}) == len(ALL_TABLES)
 
 

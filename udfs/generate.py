@@ -63,10 +63,15 @@ class TransformersGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.name = f"transformers:{model}"
+        import torch
+
+        # Left padding: decoder-only generation continues from the last real token of every row.
         self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model).eval()
+        on_gpu = torch.cuda.is_available()
+        dtype = torch.bfloat16 if on_gpu else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).eval().to("cuda" if on_gpu else "cpu")
         self.max_new_tokens, self.temperature, self.batch_size = max_new_tokens, temperature, batch_size
 
     def _text(self, request: Request) -> str:

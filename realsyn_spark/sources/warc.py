@@ -4,6 +4,15 @@ warcio stops for good at the first corrupt record (its generator is dead after r
 stream this parser resynchronises: it scans forward for the next plausible record start (a gzip member
 header, a `WARC/1.x` line or an ARC header line) and restarts warcio there, so one bad gzip member
 costs one record, not the rest of the file. On an unseekable stream it reports the error and stops.
+
+Splits (Hadoop-style, so one large file is read by many tasks and every record by exactly one of them):
+`parse_warc(..., start, end)` reads the records that *begin* in the byte range [start, end). A split
+with start > 0 begins at the first record start at or after `start`: for .gz, the first gzip member
+whose inflated bytes begin a record (`WARC/1.x` or an ARC header line); uncompressed, the first
+`WARC/1.x` line (or ARC header line) at a line start followed by a well-formed header block. It reads
+on past `end` to finish its last record and stops at the first record start at or after `end`, which
+is exactly where the next split begins. Record offsets (and so document ids) are absolute file
+offsets: the same whether a record was read in a split or in one pass over the whole file.
 """
 from __future__ import annotations
 
@@ -35,6 +44,14 @@ _MAX_RESYNC_CANDIDATES = 10_000
 _GZIP_MEMBER_START = re.compile(rb"\x1f\x8b\x08")
 _WARC_RECORD_START = re.compile(rb"(?:^|\n)(WARC/1\.[01]\r?\n)")
 _ARC_RECORD_START = re.compile(rb"(?:^|\n)([a-z][a-z0-9+.-]*://\S+ \S+ \d{14} \S+ \d+\r?\n)", re.IGNORECASE)
+_ARC_HEADER_LINE = re.compile(rb"^[a-z][a-z0-9+.-]*://\S+ \S+ \d{14} \S+ \d+\r?\n", re.IGNORECASE)
+_WARC_VERSION_LINE = re.compile(rb"^WARC/1\.[01]\r?\n")
+_WARC_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*\d+[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_WARC_TYPE = re.compile(rb"^warc-type:[ \t]*\S", re.IGNORECASE | re.MULTILINE)
+_HEADER_BLOCK_END = re.compile(rb"\r?\n\r?\n")
+# How far a record-start check looks: a WARC header block or the first line of an ARC record.
+_HEADER_PEEK_BYTES = 32 * 1024
+_GZIP_PEEK_BYTES = 16 * 1024
 # What warcio raises on bad bytes; anything else is a bug and surfaces as dispatch's parser_crash.
 _ITERATION_ERRORS = (
     ArchiveLoadFailed, StatusAndHeadersParserException, zlib.error, EOFError, ValueError, IndexError,
@@ -212,14 +229,19 @@ def _printable(text: str, limit: int = 300) -> str:
 
 
 class _Pass:
-    """One warcio run from the stream's current position to its end or its first failure."""
+    """One warcio run from the stream's current position to its end, its first failure, or the first
+    record that starts at or after `end` (the next split's)."""
 
-    def __init__(self, source_uri: str, stream: BinaryIO, kind: str):
+    def __init__(self, source_uri: str, stream: BinaryIO, kind: str, end: Optional[int] = None,
+                 max_record_bytes: Optional[int] = None):
         self.source_uri = source_uri
         self.kind = kind
+        self.end = end
+        self.max_record_bytes = max_record_bytes
         self.iterator = _archive_iterator(stream, kind)
         self.failure: Optional[_Failure] = None
         self.end_offset: Optional[int] = None
+        self.reached_split_end = False
 
     def outputs(self) -> Iterator[Parsed]:
         iterator = self.iterator
@@ -228,16 +250,20 @@ class _Pass:
         try:
             for record in iterator:
                 offset = iterator.offset  # start of this record, set when the previous one was finished
+                if self.end is not None and offset >= self.end:
+                    self.reached_split_end = True  # the next split starts with this record
+                    return
                 if self.kind == "arc" and not _plausible_arc_record(record):
                     # warcio takes any line of five words for an ARC header; stop and resynchronise
                     reason = f"not an ARC record header (URL {record.rec_headers.get_header('WARC-Target-URI')!r})"
                     self.failure = _Failure(offset, "bad_arc_header", _printable(reason), seen, previous_bad_length)
                     return
-                block = record.raw_stream.read()
+                too_large = self._too_large(offset, record)
+                block = b"" if too_large else record.raw_stream.read()
                 errors_before = iterator.err_count
-                iterator.read_to_end()
+                iterator.read_to_end()  # skips the block of a too-large record without keeping it
                 seen += 1
-                problem = self._record_problem(offset, record, iterator.err_count > errors_before)
+                problem = too_large or self._record_problem(offset, record, iterator.err_count > errors_before)
                 previous_bad_length = problem is not None and problem.kind == "bad_record_length"
                 if problem is not None:
                     yield problem
@@ -248,6 +274,16 @@ class _Pass:
             failed_at = iterator.offset if iterator.offset is not None else offset
             reason = _printable(f"{type(exc).__name__}: {exc}")
             self.failure = _Failure(failed_at, _failure_kind(exc), reason, seen, previous_bad_length)
+
+    def _too_large(self, offset: int, record) -> Optional[SourceError]:
+        """A record whose declared length exceeds the limit is reported, and its block never held in memory."""
+        if self.max_record_bytes is None:
+            return None
+        length = (record.rec_headers.get_header("Content-Length") or "").strip()
+        if length.isdigit() and int(length) > self.max_record_bytes:
+            return SourceError(self.source_uri, f"offset={offset}", "too_large",
+                               f"record of {length} bytes exceeds ingest.max_document_bytes ({self.max_record_bytes})")
+        return None
 
     def _outputs_of(self, offset: int, record, block: bytes) -> list[Parsed]:
         # Extraction runs on bytes already read: a failure there spoils this record, not the archive.
@@ -265,17 +301,64 @@ class _Pass:
         return problem
 
 
-def _next_record_start(stream: BinaryIO, start: int, compressed: bool, kind: str) -> Optional[int]:
-    """Offset of the next plausible record header at or after `start`, scanning in chunks."""
+# ---------------------------------------------------------------------------------------------------
+# Record starts: where a split begins and where resynchronisation restarts
+# ---------------------------------------------------------------------------------------------------
+
+def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
+    stream.seek(offset)
+    return stream.read(size)
+
+
+def _at_line_start(stream: BinaryIO, offset: int) -> bool:
+    return offset == 0 or _read_at(stream, offset - 1, 1) == b"\n"
+
+
+def _starts_record(head: bytes, kind: str) -> bool:
+    """Do these (inflated) bytes begin a record: a WARC version line and a header block with a type and
+    a numeric length, or an ARC header line (URL, IP, 14-digit date, MIME type, length)?"""
+    if kind == "arc":
+        return bool(_ARC_HEADER_LINE.match(head))
+    if not _WARC_VERSION_LINE.match(head):
+        return False
+    block_end = _HEADER_BLOCK_END.search(head)
+    block = head[: block_end.start()] if block_end else head
+    return bool(_WARC_TYPE.search(block) and _WARC_CONTENT_LENGTH.search(block))
+
+
+def _inflated_head(data: bytes, size: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        return inflater.decompress(data, size)
+    except zlib.error:
+        return b""
+
+
+def is_record_start(stream: BinaryIO, offset: int, compressed: bool, kind: str) -> bool:
+    """The one test of "a record begins here", shared by split starts, split ends and resynchronisation,
+    so that neighbouring splits agree on every boundary."""
+    if compressed:
+        data = _read_at(stream, offset, _GZIP_PEEK_BYTES)
+        return data[:3] == b"\x1f\x8b\x08" and _starts_record(_inflated_head(data, _HEADER_PEEK_BYTES), kind)
+    if not _at_line_start(stream, offset):
+        return False
+    return _starts_record(_read_at(stream, offset, _HEADER_PEEK_BYTES), kind)
+
+
+def _next_record_start(stream: BinaryIO, start: int, compressed: bool, kind: str,
+                       stop: Optional[int] = None) -> Optional[int]:
+    """Offset of the first record start (see `is_record_start`) at or after `start` and before `stop`,
+    scanning in chunks, or None."""
     if compressed:
         pattern = _GZIP_MEMBER_START
     else:
         pattern = _ARC_RECORD_START if kind == "arc" else _WARC_RECORD_START
     overlap = 512
     position = start
-    stream.seek(position)
     previous_tail = b""
-    while True:
+    checked, last_checked = 0, start - 1
+    while stop is None or position - len(previous_tail) < stop:
+        stream.seek(position)
         chunk = stream.read(_SCAN_CHUNK_BYTES)
         if not chunk:
             return None
@@ -283,10 +366,19 @@ def _next_record_start(stream: BinaryIO, start: int, compressed: bool, kind: str
         window_start = position - len(previous_tail)
         for match in pattern.finditer(window):
             found = window_start + match.start(match.lastindex or 0)
-            if found >= start:
+            if found <= last_checked:  # below start, or seen already in the overlap of the last window
+                continue
+            last_checked = found
+            if stop is not None and found >= stop:
+                return None
+            checked += 1
+            if checked > _MAX_RESYNC_CANDIDATES:
+                return None
+            if is_record_start(stream, found, compressed, kind):
                 return found
         position += len(chunk)
         previous_tail = window[-overlap:]
+    return None
 
 
 def _trailing_bytes_error(source_uri: str, stream: BinaryIO, end_offset: Optional[int]) -> Iterator[SourceError]:
@@ -349,33 +441,43 @@ def _error_for(source_uri: str, archive_kind: str, stream: BinaryIO, failure: _F
     return SourceError(source_uri, f"offset={failure.offset}", kind, reason)
 
 
-def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc") -> Iterator[Parsed]:
-    """Parse a WARC or ARC file (plain or gzip). Never raises for bad input.
+def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc", start: int = 0, end: Optional[int] = None,
+               max_record_bytes: Optional[int] = None) -> Iterator[Parsed]:
+    """Parse a WARC or ARC file (plain or gzip), or the split of it whose records begin in [start, end).
 
-    `kind` is "warc" or "arc"; it becomes `Document.source_kind` and picks ARC header handling.
+    Never raises for bad input. `kind` is "warc" or "arc"; it becomes `Document.source_kind` and picks
+    ARC header handling. A split (start > 0 or end set) needs a seekable stream over the whole file.
+    Records whose declared length exceeds `max_record_bytes` are reported as `too_large`, not read.
     """
+    if start > 0:
+        stream.seek(0)
     head, stream = _peek(stream, 16)
     if not head:
-        yield SourceError(source_uri, None, "empty_file", "file has no bytes")
+        if start == 0:
+            yield SourceError(source_uri, None, "empty_file", "file has no bytes")
         return
     compressed = head.startswith(b"\x1f\x8b")
     seekable = _is_seekable(stream)
-    resyncing = False
+    if start > 0:
+        first = _next_record_start(stream, start, compressed, kind, stop=end)
+        if first is None:
+            return  # no record begins in this split (e.g. it lies inside one large record)
+        stream.seek(first)
     for _ in range(_MAX_RESYNC_CANDIDATES):
-        run = _Pass(source_uri, stream, kind)
+        run = _Pass(source_uri, stream, kind, end, max_record_bytes)
         yield from run.outputs()
         failure = run.failure
         if failure is None:
-            if seekable:
+            if seekable and not run.reached_split_end:
                 yield from _trailing_bytes_error(source_uri, stream, run.end_offset)
             return
-        false_start = resyncing and failure.records_seen == 0
-        if not false_start and not failure.follows_bad_length:
+        if end is not None and failure.offset >= end and is_record_start(stream, failure.offset, compressed, kind):
+            return  # a record start that does not parse: the next split begins there and reports it
+        if not failure.follows_bad_length:
             yield _error_for(source_uri, kind, stream, failure, compressed, seekable)
         if not seekable:
             return
-        next_start = _next_record_start(stream, failure.offset + 1, compressed, kind)
+        next_start = _next_record_start(stream, failure.offset + 1, compressed, kind, stop=end)
         if next_start is None:
             return
         stream.seek(next_start)
-        resyncing = True

@@ -51,7 +51,7 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         stage.rows_in = dataset.count()
         if cfg.export.scale_cap is not None:
             dataset = dataset.where(F.array_contains("scales", cfg.export.scale_cap))
-        out_dir = cfg.export.output_dir or f"{cfg.lake.root.rstrip('/')}/export"
+        out_dir = cfg.export.output_dir or f"{lake.root}/export"
         extra = [c for c in dataset.columns if c not in ("raw_image_url", "text1", "text2", "text3", "syn_text")]
         released_first = dataset.select("raw_image_url", "text1", "text2", "text3", "syn_text", *extra)
         if "parquet" in cfg.export.formats:
