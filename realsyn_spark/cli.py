@@ -19,6 +19,8 @@ DEMO_OVERRIDES = [
     "balance.similarity_min=-1.0",
     "balance.similarity_max=1.0",
     "balance.images_per_cluster=24",
+    # GPT-2-large cannot be downloaded without a hub: the perplexity rule is skipped (and reported so).
+    "sentence_filter.perplexity_on_missing_model=skip",
 ]
 
 
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{written['image_occurrences']['total']} image occurrences, {written['sentences']['total']} sentences")
         print("DEMO: settings " + " ".join(DEMO_OVERRIDES) + " — without a model hub the CLIP model runs on "
               "seeded RANDOM weights, so retrieval and similarity scores are not meaningful here.")
+        print("DEMO: without a model hub the GPT-2-large PERPLEXITY RULE IS SKIPPED, and semantic dedup is "
+              "skipped on random CLIP weights (dedup.on_random_weights=skip); the funnel report marks both.")
     spark = get_spark(cfg)
     started = time.monotonic()
     if args.command in ("run", "demo"):

@@ -47,6 +47,7 @@ class IngestConfig(_Section):
     input_paths: list[str] = Field(default_factory=lambda: ["./sample_corpus"])
     html_base_url: str = "http://localhost/"
     max_document_bytes: int = Field(50_000_000, gt=0)
+    split_bytes: int = Field(128 * 1024 * 1024, ge=1024)
 
 
 class FetchConfig(_Section):
@@ -146,16 +147,20 @@ class EmbedConfig(_Section):
     batch_size: int = Field(32, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: Optional[int] = Field(None, ge=1)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    prefetch_batches: int = Field(2, ge=0)
+    storage_dtype: Literal["float32", "float16"] = "float32"
 
 
 class RetrievalConfig(_Section):
     n_clusters: Optional[int] = Field(None, ge=1)
     sentences_per_cluster: int = Field(420, ge=1)
-    kmeans_sample_size: int = Field(200_000, ge=1)
-    kmeans_iterations: int = Field(20, ge=1)
-    n_probe: int = Field(1, ge=1)
+    kmeans_sample_size: Optional[int] = Field(None, ge=1)
+    kmeans_iterations: int = Field(10, ge=1)
+    n_probe: int = Field(8, ge=1)
     top_k: int = Field(3, ge=1)
     min_score: Optional[float] = Field(None, ge=-1.0, le=1.0)
+    max_vectors_per_task: int = Field(100_000, ge=1)
     seed: int = 0
 
 

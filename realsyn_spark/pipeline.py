@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.runlog import StageRun, new_run_id
-from realsyn_spark.stages import balance, embed, export, extract, fetch, generate, ingest, retrieve
+from realsyn_spark.stages import balance, dedup, embed, export, extract, fetch, funnel, generate, ingest, retrieve
 from realsyn_spark.tables import ALL_TABLES, DATASET, RUN_LOG, Lake
 
 log = logging.getLogger("realsyn")
@@ -19,6 +19,8 @@ STAGES: dict[str, Callable[[SparkSession, RealSynConfig, str], StageRun]] = {
     "fetch": fetch.run,
     "extract": extract.run,
     "embed": embed.run,
+    "dedup": dedup.run,        # semantic dedup needs the CLIP vectors
+    "funnel": funnel.run,      # Real-World Data Extraction funnel report
     "retrieve": retrieve.run,
     "generate": generate.run,
     "balance": balance.run,
@@ -49,6 +51,14 @@ def summary(spark: SparkSession, cfg: RealSynConfig, run_id: str, examples: int 
         seconds = (r.ended_at - r.started_at).total_seconds()
         counters = ", ".join(f"{k}={v}" for k, v in sorted((r.counters or {}).items()))
         lines.append(f"{r.stage:<10} {r.status:<7} {seconds:>8.1f} {str(r.rows_in):>8} {str(r.rows_out):>9}  {counters}")
+    from realsyn_spark import funnel as funnel_report
+
+    funnel_rows = funnel_report.stored_rows(lake)
+    if funnel_rows:
+        lines += ["", funnel_report.render_table(funnel_rows)]
+        png = funnel_report.default_output_dir(lake, cfg.funnel.output_dir)
+        if png and cfg.funnel.png:
+            lines.append(f"funnel chart: {png}/funnel.png")
     lines += ["", "tables:"]
     lines += [f"  {spec.name:<22} {lake.location(spec)}" for spec in ALL_TABLES]
     lines += ["", f"{examples} example rows of {lake.location(DATASET)}:"]

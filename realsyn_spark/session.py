@@ -43,6 +43,8 @@ def local_session_builder(cfg: RealSynConfig, master: str | None = None) -> Spar
         # Delta's MERGE/OPTIMIZE are happier with adaptive execution; small files coalesce.
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # Delta reads its log state into 50 partitions by default: far too many tasks for small tables.
+        .config("spark.databricks.delta.snapshotPartitions", str(cfg.spark.shuffle_partitions))
     )
     for key, value in DELTA_CONF.items():
         builder = builder.config(key, value)

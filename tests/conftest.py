@@ -13,6 +13,8 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 # Tests never reach a model hub: fail fast instead of retrying DNS for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from tests.tiny_gpt2 import perplexity_overrides  # noqa: E402
+
 TINY_CLIP = str(resources.files("realsyn_spark").joinpath("resources/tiny-clip.json"))
 
 
@@ -25,6 +27,7 @@ def tiny_overrides(lake_root: str | Path, corpus: str | Path | None = None) -> l
         "retrieval.sentences_per_cluster=60", "balance.images_per_cluster=8",
         "balance.similarity_min=-1.0", "balance.similarity_max=1.0",
     ]
+    overrides += perplexity_overrides()   # tiny random-weight GPT-2 for the perplexity rule
     if corpus is not None:
         overrides.append(f"ingest.input_paths=[{corpus}]")
     return overrides

@@ -60,10 +60,32 @@ def test_each_filter_rule_dropped_something(spark, runs):
     counters = _log(spark, lake, first)["extract"].counters
     for rule in ("images:min_side", "images:aspect_ratio", "images:exact_duplicate", "images:unavailable",
                  "sentences:emoji", "sentences:url", "sentences:min_words", "sentences:max_words",
-                 "sentences:exact_duplicate"):
+                 "sentences:exact_duplicate", "sentences:cat", "sentences:perplexity"):
         assert counters.get(rule, 0) > 0, (rule, counters)
+    # The scoring and near-duplicate steps report their work even where the sample triggers no drop.
+    for key in ("phash_computed", "near_dup_candidate_pairs", "near_dup_edges", "cat_scored", "perplexity_scored"):
+        assert key in counters, (key, counters)
     images = lake.read(IMAGES)
     assert images.count() == sum(v for k, v in counters.items() if k.startswith("images:") and k != "images:total")
+    dedup_counters = _log(spark, lake, first)["dedup"].counters      # random CLIP weights: skipped, and said so
+    assert dedup_counters.get("image_skipped_random_weights") == 1, dedup_counters
+
+
+def test_funnel_report_adds_up_to_the_tables(spark, runs):
+    from pathlib import Path
+
+    from realsyn_spark.tables import FUNNEL
+
+    cfg, lake, *_ = runs
+    steps = {(r.modality, r.step): r for r in lake.read(FUNNEL).where("rule = '*'").collect()}
+    for modality, spec in (("images", IMAGES), ("sentences", SENTENCES)):
+        rows = sorted((r for (m, _), r in steps.items() if m == modality), key=lambda r: r.step_index)
+        assert rows[0].removed + rows[0].remaining == lake.read(spec).count()
+        assert rows[-1].remaining == lake.read(spec).where("drop_reason IS NULL").count()
+        assert all(a.remaining - b.removed == b.remaining for a, b in zip(rows, rows[1:]))
+        assert rows[-1].paper_remaining is not None and rows[-1].paper_ratio_to_start is not None
+    assert steps[("sentences", "quality")].paper_ratio_to_start == pytest.approx(1.82 / 2.13)
+    assert (Path(cfg.lake.root) / "reports" / "funnel.png").stat().st_size > 10_000
 
 
 def test_bad_input_is_quarantined_not_fatal(spark, runs):

@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from realsyn_spark.clustering import auto_clusters, train_kmeans
 from realsyn_spark.config import RetrievalConfig
@@ -73,3 +74,106 @@ def test_hierarchical_search_recall_on_spark(spark):
     assert exact == 1.0          # probing every cluster is brute force
     assert four >= one           # more probes never lose neighbours
     assert one > 0.5             # a single probe already finds most (clustered data)
+
+
+# ------------------------------------------------------------------ Arrow bodies, chunking, cluster rule
+
+def _frames(spark, x, q):
+    sentences = spark.createDataFrame(pd.DataFrame({"sentence_id": [f"s{i:05d}" for i in range(len(x))],
+                                                    "embedding": list(x)}))
+    images = spark.createDataFrame(pd.DataFrame({"image_id": [f"i{i:04d}" for i in range(len(q))],
+                                                 "embedding": list(q)}))
+    return sentences, images
+
+
+def test_arrow_vectors_roundtrip_list_and_binary():
+    import pyarrow as pa
+
+    from udfs.retrieval import arrow_vectors, binary_vectors
+
+    x = _unit(np.random.default_rng(4).normal(size=(7, 5)))
+    lists = pa.array(list(x), type=pa.list_(pa.float32()))
+    np.testing.assert_array_equal(arrow_vectors(lists), x)
+    np.testing.assert_array_equal(arrow_vectors(lists.slice(2, 3)), x[2:5])
+    np.testing.assert_array_equal(arrow_vectors(pa.chunked_array([lists.slice(0, 3), lists.slice(3)])), x)
+    packed = binary_vectors(x)
+    np.testing.assert_array_equal(arrow_vectors(packed, 5), x)
+    np.testing.assert_array_equal(arrow_vectors(packed.slice(1, 4), 5), x[1:5])
+    assert arrow_vectors(binary_vectors(x.astype(np.float16).astype(np.float32)), 5).dtype == np.float32
+    with pytest.raises(ValueError):
+        arrow_vectors(pa.array([[1.0, 2.0], [1.0]], type=pa.list_(pa.float32())))
+    with pytest.raises(ValueError):
+        arrow_vectors(lists, 6)
+
+
+def test_chunk_plan_bounds_groups_and_uses_sample_estimates():
+    from realsyn_spark.clustering import chunk_plan
+
+    x = clustered(4000, 16, 6, 5)
+    c = train_kmeans(x, 6, 10, 0)
+    sizes = np.bincount(np.argmax(x @ c.T, axis=1), minlength=6)
+    exact = chunk_plan(x, c, len(x), 300, input_tasks=4)          # sample == everything: exact sizes
+    assert (exact == np.ceil(sizes / (300 - 4))).all()
+    sampled = chunk_plan(x[:800], c, len(x), 300, input_tasks=4)  # 20% sample: an upper bound, never fewer
+    assert (sampled >= exact).all()
+    assert (chunk_plan(x, c, len(x), 10**9) == 1).all()
+
+
+def test_retrieval_cluster_rule_is_sqrt_beyond_the_paper_ratio():
+    from realsyn_spark.clustering import retrieval_clusters
+
+    assert retrieval_clusters(42_000, 420, None) == 100                 # paper ratio for small corpora
+    assert retrieval_clusters(2_000_000, 420, None) == 1414             # sqrt(n) clusters of sqrt(n)
+    assert retrieval_clusters(500, 420, None) == 1 and retrieval_clusters(100, 420, 7) == 7
+
+
+def test_split_clusters_give_the_unsplit_result(spark):
+    from realsyn_spark.clustering import chunk_plan
+    from udfs.retrieval import SearchStats
+
+    d, k = 16, 3
+    x, q = clustered(1500, d, 5, 6), clustered(120, d, 5, 7)
+    sentences, images = _frames(spark, x, q)
+    centroids = train_kmeans(x, 5, 10, 0)
+    cfg = RetrievalConfig(n_probe=2, top_k=k)
+    unsplit = hierarchical_search(spark, images, sentences, centroids, cfg,
+                                  chunks=np.ones(5, np.int32)).toPandas()
+    small = RetrievalConfig(n_probe=2, top_k=k, max_vectors_per_task=100)
+    chunks = chunk_plan(x, centroids, len(x), 100, input_tasks=sentences.rdd.getNumPartitions())
+    assert (chunks > 1).all()
+    stats = spark.sparkContext.accumulator(SearchStats.empty(), SearchStats())
+    split = hierarchical_search(spark, images, sentences, centroids, small, chunks=chunks, stats=stats).toPandas()
+    key = ["image_id", "rank"]
+    a, b = unsplit.sort_values(key).reset_index(drop=True), split.sort_values(key).reset_index(drop=True)
+    assert a[["image_id", "rank", "sentence_id", "cluster_id"]].equals(b[["image_id", "rank", "sentence_id", "cluster_id"]])
+    np.testing.assert_allclose(a.score, b.score, rtol=0, atol=1e-6)
+    assert 0 < stats.value["max_sentences"] <= 100 and stats.value["groups"] >= chunks.sum() - 1
+    # the plan computed inside hierarchical_search (no chunks given) bounds the groups the same way
+    stats2 = spark.sparkContext.accumulator(SearchStats.empty(), SearchStats())
+    auto = hierarchical_search(spark, images, sentences, centroids, small, stats=stats2).toPandas()
+    assert stats2.value["max_sentences"] <= 100
+    assert auto.sort_values(key).reset_index(drop=True)[["image_id", "sentence_id"]].equals(a[["image_id", "sentence_id"]])
+    # and the result is exactly brute force over the probed clusters
+    home = np.argmax(x @ centroids.T, axis=1)
+    probes = np.argsort(-(q @ centroids.T), axis=1)[:, :2]
+    for i in range(0, len(q), 17):
+        allowed = np.nonzero(np.isin(home, probes[i]))[0]
+        best = allowed[np.argsort(-(q[i] @ x[allowed].T))[:k]]
+        assert a[a.image_id == f"i{i:04d}"].sentence_id.tolist() == [f"s{j:05d}" for j in best]
+
+
+def test_min_score_floor_and_float16_inputs_on_spark(spark):
+    d = 16
+    x = clustered(600, d, 4, 8).astype(np.float16).astype(np.float32)   # as stored with storage_dtype float16
+    q = clustered(40, d, 4, 9).astype(np.float16).astype(np.float32)
+    sentences, images = _frames(spark, x, q)
+    centroids = train_kmeans(x, 4, 10, 0)
+    got = hierarchical_search(spark, images, sentences, centroids, RetrievalConfig(n_probe=4, top_k=3)).toPandas()
+    truth = _brute_force(q, x, 3)                    # n_probe = all clusters: exact, half bytes are lossless
+    for i in range(len(q)):
+        assert got[got.image_id == f"i{i:04d}"].sort_values("rank").sentence_id.tolist() == \
+            [f"s{j:05d}" for j in truth[i]]
+    floor = float(np.median(got.score))
+    floored = hierarchical_search(spark, images, sentences, centroids,
+                                  RetrievalConfig(n_probe=4, top_k=3, min_score=floor)).toPandas()
+    assert (floored.score >= floor).all() and 0 < len(floored) < len(got)

@@ -317,6 +317,8 @@ def test_decode_html_charset_order():
     assert decode_html(utf8, "text/html; charset=iso-8859-1")[0] != f"<p>{text}</p>"  # a declared charset wins
     assert decode_html(utf8) == (f"<p>{text}</p>", "utf-8")
     assert decode_html(utf8, "text/html; charset=no-such-charset")[1] == "utf-8"
+    # mostly UTF-8 with a stray byte: UTF-8 with one replacement character, not a legacy-code-page guess
+    assert decode_html(utf8 + b"<p>\x81 stray</p>") == (f"<p>{text}</p><p>\ufffd stray</p>", "utf-8")
 
 
 def test_short_page_keeps_its_image():
@@ -335,13 +337,28 @@ def test_lazy_images_base_href_and_pixels():
     assert [n.image_url for n in nodes if n.kind == "image"] == ["http://cdn.example/static/lazy.jpg"]
 
 
-@pytest.mark.parametrize("garbage", [
-    b"\x00\x01\x02<<<>>>&&&\xff\xfe", bytes(range(256)) * 4, b"<html><body><p>unclosed <b><i>tags",
-    b"<?xml version='1.0' encoding='utf-8'?><html><body><p>xml declared</p></body></html>", b"   ",
+@pytest.mark.parametrize("garbage, kinds, kept", [
+    (b"\x00\x01\x02<<<>>>&&&\xff\xfe", ["binary_content"], False),
+    (bytes(range(256)) * 4, ["binary_content"], False),
+    (b"<html><body><p>unclosed <b><i>tags", [], True),
+    (b"<?xml version='1.0' encoding='utf-8'?><html><body><p>xml declared</p></body></html>", [], True),
+    (b"   ", ["no_content"], False),
+    (b"<html><head><script>var x = 1;</script></head><body><div id=app></div><script>x()</script></body></html>",
+     ["no_content"], False),
+    ("<p>Un café, une crème brûlée et un croissant chaud pour le petit déjeuner.</p>".encode("utf-8")
+     + b"<p>\x81\x8d broken \xe9\xff bytes</p>", ["lossy_decoding"], True),
 ])
-def test_garbage_html_does_not_raise(garbage):
+def test_broken_html_is_reported_and_never_raises(garbage, kinds, kept):
     docs, blobs, errors = split(parse_html("g.html", garbage, "http://localhost/"))
-    assert len(docs) == 1 and blobs == [] and errors == []
+    assert [e.kind for e in errors] == kinds and all(e.location is None for e in errors)
+    assert len(docs) == (1 if kept else 0) and blobs == []
+
+
+def test_broken_html_in_a_warc_is_reported_at_its_offset():
+    first = doc_page(0)
+    data = first + member(warc_record("http://site.example/bin.html", bytes(range(256)) * 4, "text/html")) + doc_page(1)
+    docs, _, errors = split(parse_warc("h.warc.gz", io.BytesIO(data), "warc"))
+    assert len(docs) == 2 and [(e.kind, e.location) for e in errors] == [("binary_content", f"offset={len(first)}")]
 
 
 def test_parse_html_file():
@@ -565,3 +582,241 @@ def test_parser_crash_becomes_an_error_after_the_records_already_yielded(monkeyp
     outputs = list(parse_source("c.pdf", io.BytesIO(b"%PDF"), "pdf"))
     assert isinstance(outputs[0], Blob)
     assert (outputs[1].kind, outputs[1].reason) == ("parser_crash", "RuntimeError: boom")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Splits: every record read by exactly one split, with the same ids as a whole-file read
+# ---------------------------------------------------------------------------------------------------
+
+from realsyn_spark.sources import fileio  # noqa: E402
+from realsyn_spark.sources.obelics import count_line_starts  # noqa: E402
+from realsyn_spark.sources.pdf import page_range  # noqa: E402
+from realsyn_spark.sources.splits import (Split, count_split_lines, pack_splits, parse_split,  # noqa: E402
+                                          plan_splits, with_first_rows)
+
+
+def output_key(o):
+    if isinstance(o, Document):
+        nodes = tuple((n.kind, n.text, n.image_url, n.alt, n.page) for n in o.nodes)
+        return ("doc", o.source_uri, o.source_kind, o.record_offset, o.url, o.title, nodes)
+    if isinstance(o, Blob):
+        return ("blob", o.image_url, hashlib.sha256(o.data).hexdigest())
+    return ("error", o.source_uri, o.location, o.kind)
+
+
+def read_whole(path: str, kind: str, **options) -> list:
+    size = fileio.file_size(path)
+    return list(parse_split(Split(path, kind, size, 0, 1, 0, size), **options))
+
+
+def read_in_splits(path: str, kind: str, split_bytes: int, **options) -> list:
+    """All splits' outputs in split order; a document's parts (PDF) are joined as the ingest stage does."""
+    size = fileio.file_size(path)
+    splits = plan_splits(path, kind, size, split_bytes)
+    if kind == "obelics_jsonl" and len(splits) > 1:
+        counted = [count_split_lines(tuple(s)) for s in splits]
+        splits = with_first_rows(splits, {(p, i): n for p, i, n in counted})
+    outputs, document = [], None
+    for s in splits:
+        for o in parse_split(s, **options):
+            if isinstance(o, Document) and kind == "pdf":
+                if document is None:
+                    document = o
+                else:
+                    document.nodes.extend(o.nodes)
+            else:
+                outputs.append(o)
+    if document is not None:
+        outputs.append(document)
+    return outputs
+
+
+def assert_same_records(path: str, kind: str, split_sizes, records_only: bool = False, **options):
+    """Split reads give exactly the whole-file read's outputs (with `records_only`, its documents and
+    blobs, and at least its file-level errors)."""
+    whole = sorted(map(output_key, read_whole(path, kind, **options)), key=repr)
+    assert whole
+    for split_bytes in split_sizes:
+        parts = sorted(map(output_key, read_in_splits(path, kind, split_bytes, **options)), key=repr)
+        if records_only:
+            assert [k for k in parts if k[0] != "error"] == [k for k in whole if k[0] != "error"], split_bytes
+            assert {k for k in whole if k[0] == "error" and k[2] is None} <= set(parts)
+        else:
+            assert parts == whole, split_bytes  # sorted lists: a record read twice would show
+    return whole
+
+
+def write(tmp_path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_plan_splits_cover_the_file_and_only_splittable_kinds_split():
+    splits = plan_splits("a.warc.gz", "warc", 1000, 300)
+    assert [(s.index, s.count, s.start, s.end) for s in splits] == [(0, 4, 0, 250), (1, 4, 250, 500),
+                                                                   (2, 4, 500, 750), (3, 4, 750, 1000)]
+    assert len(plan_splits("a.jsonl", "obelics_jsonl", 1000, 300)) == 4
+    for path, kind in (("a.jsonl.gz", "obelics_jsonl"), ("a.json", "obelics_jsonl"), ("a.html", "html")):
+        assert [(s.start, s.end) for s in plan_splits(path, kind, 1000, 300)] == [(0, 1000)]
+    assert [(s.start, s.end) for s in plan_splits("e.pdf", "pdf", 0, 300)] == [(0, 0)]
+
+
+def test_pack_splits_gives_big_splits_a_task_each_and_groups_small_files():
+    big = plan_splits("big.warc.gz", "warc", 1000, 250)
+    small = [Split(f"s{i}.html", "html", 10, 0, 1, 0, 10) for i in range(6)]
+    tasks = pack_splits(big + small, target_bytes=250, open_cost_bytes=50)
+    assert sorted(s for task in tasks for s in task) == sorted(big + small)
+    assert [len(t) for t in tasks] == [1, 1, 1, 1, 5, 1]
+
+
+def test_gzip_warc_every_split_size_reads_each_record_once(tmp_path):
+    data, _ = sample_warc()
+    path = write(tmp_path, "s.warc.gz", data)
+    whole = assert_same_records(path, "warc", [1, 3, 97, 1000, 4096, len(data) // 2])
+    assert [k[0] for k in whole].count("doc") == 2
+
+
+def test_broken_gzip_warc_splits_agree_on_errors_too(tmp_path):
+    good = [doc_page(n) for n in range(3)]
+    bad = corrupt(member(warc_record("http://site.example/bad.html", b"<p>x</p>" * 200, "text/html")))
+    cut = doc_page(5)
+    data = b"".join(good) + bad + doc_page(3) + b"garbage between members" + doc_page(4) + cut[: len(cut) // 2]
+    path = write(tmp_path, "b.warc.gz", data)
+    whole = assert_same_records(path, "warc", [1, 50, 333, 1024, 3000])
+    assert [k[3] for k in whole if k[0] == "error"] and len([k for k in whole if k[0] == "doc"]) == 5
+
+
+def test_uncompressed_warc_splits(tmp_path):
+    records = [warc_record(f"http://site.example/p{n}.html", page_html("T", f"<p>Page {n} text here.</p>"), "text/html")
+               for n in range(4)]
+    records.append(warc_record("http://site.example/i.png", image_bytes(), "image/png"))
+    no_length = b"WARC/1.0\r\nWARC-Type: response\r\nno: length\r\n\r\n<p>would swallow the rest</p>\r\n\r\n"
+    body = b"".join(records[:2]) + b"NOT A RECORD\r\n\r\n" + records[2] + no_length + b"".join(records[3:])
+    path = write(tmp_path, "plain.warc", body + records[0][:-40])
+    whole = assert_same_records(path, "warc", [1, 64, 500, 2048])
+    assert sorted(k[3] for k in whole if k[0] == "error") == ["malformed_record", "malformed_record", "truncated_record"]
+    assert len([k for k in whole if k[0] == "doc"]) == 4  # the record after the one without a length survives
+
+
+def test_payload_quoting_a_warc_header_line_does_not_start_a_split(tmp_path):
+    quoted = page_html("WARC", "<pre>\nWARC/1.0\r\nthis line only looks like a record\n</pre><p>Quoted text.</p>")
+    records = [warc_record(f"http://site.example/q{n}.html", quoted, "text/html") for n in range(3)]
+    path = write(tmp_path, "q.warc", b"".join(records))
+    assert_same_records(path, "warc", [1, 100, 700])
+
+
+def test_arc_splits_plain_and_gzip(tmp_path):
+    pages = [arc_record(f"http://old.example/{n}.html", page_html("Old", f"<p>An old man number {n} sweeps.</p>"))
+             for n in range(3)]
+    broken = b"http://old.example/a.html 10.1.2.3\n<p>no proper header</p>\n"
+    plain = arc_file_header() + pages[0] + broken + pages[1] + arc_record("http://old.example/p.png", image_bytes(), "image/png") + pages[2]
+    assert_same_records(write(tmp_path, "x.arc", plain), "arc", [1, 90, 400])
+    gz = b"".join(gzip.compress(part, mtime=0) for part in (arc_file_header(), *pages))
+    assert_same_records(write(tmp_path, "x.arc.gz", gz), "arc", [1, 200, 700])
+
+
+def test_record_over_the_size_limit_is_reported_not_read(tmp_path):
+    big = member(warc_record("http://site.example/huge.png", b"\x89PNG" + bytes(range(256)) * 40, "image/png"))
+    first = doc_page(0)
+    outputs = read_whole(write(tmp_path, "l.warc.gz", first + big + doc_page(1)), "warc", max_record_bytes=2000)
+    docs, blobs, errors = split(outputs)
+    assert len(docs) == 2 and blobs == []
+    assert [(e.kind, e.location) for e in errors] == [("too_large", f"offset={len(first)}")]
+
+
+def test_pdf_page_range_parts_join_into_the_whole_document(tmp_path):
+    data = sample_pdf()
+    path = write(tmp_path, "r.pdf", data)
+    whole = assert_same_records(path, "pdf", [len(data) // 3, len(data) // 2, 100])
+    assert [k[0] for k in whole].count("doc") == 1
+    prefix = f"pdf://{hashlib.sha256(data).hexdigest()[:16]}/"
+    assert all(k[1].startswith(prefix) for k in whole if k[0] == "blob")  # same names in every part
+    assert [list(page_range(5, part, 3)) for part in range(3)] == [[0], [1, 2], [3, 4]]
+
+
+def test_pdf_parts_report_file_errors_once(tmp_path):
+    document = pymupdf.open()
+    document.new_page().insert_text((72, 72), "secret")
+    path = write(tmp_path, "e.pdf", document.tobytes(encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="u", owner_pw="o"))
+    assert [(e.kind, e.location) for e in read_in_splits(path, "pdf", 100)] == [("encrypted_pdf", None)]
+    truncated = sample_pdf()
+    path = write(tmp_path, "t.pdf", truncated[: len(truncated) // 2])
+    # MuPDF reports a broken shared object on the first page that touches it, so each part may name
+    # one more damaged page than a whole-file read; the recovered content is the same.
+    assert_same_records(path, "pdf", [200, 1000], records_only=True)
+
+
+def test_jsonl_splits_keep_row_numbers(tmp_path):
+    rows = [obelics_row(f"https://s/{i}") for i in range(7)]
+    lines = jsonl(rows[:2]) + b"\n" + b'{"texts": ["cut' + b"\n" + jsonl(rows[2:5]) + b'{"long": "' + b"x" * 5000 + b'"}\n'
+    lines += jsonl(rows[5:]).rstrip(b"\n")  # no final newline
+    path = write(tmp_path, "o.jsonl", lines)
+    whole = assert_same_records(path, "obelics_jsonl", [1, 50, 700, 3000], max_record_bytes=4000)
+    assert sorted(k[3] for k in whole if k[0] == "doc") == [0, 1, 4, 5, 6, 8, 9]
+    assert sorted((k[2], k[3]) for k in whole if k[0] == "error") == [("row=3", "malformed_json"), ("row=7", "too_large")]
+
+
+def test_count_line_starts_matches_python_lines():
+    for data in (b"a\nb\n", b"a\nb", b"\n\n\nx", b"", b"single", b"a\n\nb\n\n"):
+        stream = io.BytesIO(data)
+        expected = len(data.splitlines()) if not data.endswith(b"\n") else len(data[:-1].split(b"\n"))
+        expected = 0 if not data else expected
+        for step in range(1, len(data) + 2):
+            bounds = list(range(0, len(data), step)) + [len(data)]
+            total = sum(count_line_starts(stream, a, b) for a, b in zip(bounds, bounds[1:]))
+            assert total == expected, (data, step)
+
+
+def test_gzip_or_array_named_jsonl_is_read_by_the_first_split_only(tmp_path):
+    gz = gzip.compress(jsonl([obelics_row() for _ in range(20)]), mtime=0)
+    path = write(tmp_path, "z.jsonl", gz)
+    assert len([o for o in read_in_splits(path, "obelics_jsonl", 200) if isinstance(o, Document)]) == 20
+    array = json.dumps([obelics_row() for _ in range(10)]).encode()
+    path = write(tmp_path, "a.jsonl", array)
+    assert len([o for o in read_in_splits(path, "obelics_jsonl", 300) if isinstance(o, Document)]) == 10
+
+
+def test_parquet_row_group_splits(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [obelics_row(f"https://s/{i}") for i in range(9)]
+    for row in rows:
+        row["image_bytes"] = [base64.b64decode(b) if b else None for b in row["image_bytes"]]
+    path = tmp_path / "o.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
+    whole = assert_same_records(str(path), "obelics_parquet", [1, 500, 2000, 6000])
+    assert sorted(k[3] for k in whole if k[0] == "doc") == list(range(9))
+    corrupt_path = write(tmp_path, "bad.parquet", b"PAR1 definitely not parquet PAR1" * 50)
+    assert [(o.kind, o.location) for o in read_in_splits(corrupt_path, "obelics_parquet", 400)] == [
+        ("corrupt_parquet", None)]
+
+
+def test_html_split_and_limits(tmp_path):
+    path = write(tmp_path, "my page.html", page_html("Local", ARTICLE))
+    docs = [o for o in read_whole("file:" + path.replace(" ", "%20"), "html",
+                                  html_base_url="http://h.example/") if isinstance(o, Document)]
+    assert docs[0].url == "http://h.example/my%20page.html"
+    errors = read_whole(path, "html", max_record_bytes=100)
+    assert [(e.kind, e.location) for e in errors] == [("too_large", None)]
+
+
+def test_missing_file_is_one_error_from_the_first_split(tmp_path):
+    gone = str(tmp_path / "gone.warc.gz")
+    outputs = [list(parse_split(s)) for s in plan_splits(gone, "warc", 1000, 300)]
+    assert [[(e.kind, e.location) for e in o] for o in outputs] == [[("unreadable_file", None)], [], [], []]
+    pdf = [list(parse_split(s)) for s in plan_splits(str(tmp_path / "gone.pdf"), "pdf", 1000, 600)]
+    assert [[e.kind for e in o] for o in pdf] == [["unreadable_file"], []]
+
+
+def test_fileio_opens_local_paths_and_file_uris(tmp_path):
+    path = write(tmp_path, "a b.bin", b"0123456789")
+    for uri in (path, "file:" + path.replace(" ", "%20"), "file://" + path.replace(" ", "%20")):
+        with fileio.open_input(uri) as stream:
+            stream.seek(3)
+            assert stream.read(4) == b"3456"
+        assert fileio.file_size(uri) == 10
+        with fileio.local_file(uri) as local:
+            assert local == path
+    assert fileio.is_local("dbfs:/mnt/x") and not fileio.is_local("s3a://bucket/key")

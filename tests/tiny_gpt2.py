@@ -56,3 +56,15 @@ def tiny_gpt2_path() -> str:
 
             shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+# Perplexity band for the tiny model: its random weights give perplexities in the thousands, so the band
+# is set to keep most sample sentences and drop some on each side (the rule is exercised, not skipped).
+TINY_MIN_PERPLEXITY = 6000.0
+TINY_MAX_PERPLEXITY = 50000.0
+
+
+def perplexity_overrides() -> list[str]:
+    return [f"sentence_filter.perplexity_model={tiny_gpt2_path()}",
+            f"sentence_filter.min_perplexity={TINY_MIN_PERPLEXITY}",
+            f"sentence_filter.max_perplexity={TINY_MAX_PERPLEXITY}"]

@@ -11,7 +11,8 @@ parses captions into scene graphs; here the scene graph's relations are read off
     (also through an adverb, "sitting next to a door");
   - a noun with a prepositional modifier whose object is an entity ("a man with a hat");
 * complexity = the number of relations (C0: none, C1: at least one);
-* action = at least one main verb (POS VERB, not an auxiliary, not used as a modifier).
+* action = at least one main verb used as a predicate (POS VERB, not an auxiliary or a form of "be",
+  not a bare modifier as in "a sleeping dog").
 
 The model is loaded once per Python worker (ner and lemmatizer disabled) and used with `nlp.pipe`.
 """
@@ -30,6 +31,13 @@ SUBJECT_DEPS = {"nsubj", "nsubjpass"}
 OBJECT_DEPS = {"dobj", "dative", "oprd", "obj"}
 PREP_DEPS = {"prep", "agent"}
 NON_ACTION_DEPS = {"amod", "compound", "nmod"}
+PREDICATE_CHILD_DEPS = {"nsubj", "nsubjpass", "aux", "auxpass"}
+# Forms of "be" are states, not actions (spaCy's small model tags existential "are" as VERB).
+BE_FORMS = {"be", "is", "are", "was", "were", "been", "being", "am", "'s", "'re", "'m", "’s", "’re", "’m"}
+
+
+# Bump when the relation/action logic changes: stored scores of an older version are then recomputed.
+CAT_VERSION = 2
 
 
 class SpacyModelMissing(RuntimeError):
@@ -77,13 +85,21 @@ def _subjects(verb) -> list:
     return subjects
 
 
+def is_action(token) -> bool:
+    """A main verb used as a predicate: POS VERB, not a form of "be", and not a mere modifier ("a
+    sleeping dog") unless it has its own subject or auxiliary (the small model sometimes attaches
+    "is cooking soup" as a compound)."""
+    if token.pos_ != "VERB" or token.lower_ in BE_FORMS:
+        return False
+    return token.dep_ not in NON_ACTION_DEPS or any(c.dep_ in PREDICATE_CHILD_DEPS for c in token.children)
+
+
 def cat_scores(doc) -> tuple[int, bool]:
     """(complexity = number of relations, has an action) of one parsed sentence."""
     relations = 0
     action = False
     for token in doc:
-        if token.pos_ == "VERB" and token.dep_ not in NON_ACTION_DEPS:
-            action = True
+        action = action or is_action(token)
         if token.pos_ in ("VERB", "AUX") and token.dep_ != "aux" and token.dep_ != "auxpass":
             subjects = _subjects(token)
             if subjects:

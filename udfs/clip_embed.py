@@ -32,34 +32,33 @@ class ClipBundle:
     device: str
     random_weights: bool
     dim: int
+    precision: str = "fp32"
 
-    def embed_images(self, images: Iterable[bytes], batch_size: int) -> tuple[list[int], np.ndarray]:
+    def embed_images(self, images: Iterable[bytes], batch_size: int, prefetch: int = 0) -> tuple[list[int], np.ndarray]:
         """Embed encoded images; returns the indices that decoded and their L2-normalised vectors."""
-        import torch
-        from PIL import Image
-
-        kept, vectors, batch = [], [], []
-
-        def flush():
-            if not batch:
-                return
-            pixels = torch.stack([t for _, t in batch]).to(self.device)
-            with torch.inference_mode(), _autocast(self.device):
-                out = self.model.encode_image(pixels)
-            vectors.append(_normalise(out.float().cpu().numpy()))
-            kept.extend(i for i, _ in batch)
-            batch.clear()
-
-        for index, data in enumerate(images):
-            try:
-                with Image.open(io.BytesIO(data)) as img:
-                    batch.append((index, self.preprocess(img.convert("RGB"))))
-            except Exception as exc:  # an undecodable image is skipped, not fatal
-                log.warning("image %d not decodable at embed time: %s", index, exc)
-            if len(batch) >= batch_size:
-                flush()
-        flush()
+        kept, vectors = [], []
+        for index, out in self.embed_image_batches(enumerate(images), batch_size, prefetch):
+            kept.extend(index)
+            vectors.append(out)
         return kept, (np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32))
+
+    def embed_image_batches(self, items: Iterable[tuple[object, bytes]], batch_size: int,
+                            prefetch: int = 0) -> Iterator[tuple[list, np.ndarray]]:
+        """(key, encoded image) pairs -> (keys, L2-normalised vectors) per model batch.
+
+        Decoding and preprocessing run in `decoded_batches`; with prefetch > 0 they run in a background
+        thread, at most `prefetch` batches ahead, while the model embeds the current batch (Pillow and
+        torch release the GIL while they work). Undecodable images are skipped.
+        """
+        import torch
+
+        cuda = self.device.startswith("cuda")
+        batches = decoded_batches(items, self.preprocess, batch_size, pin=cuda)
+        for keys, pixels in prefetched(batches, prefetch):
+            pixels = pixels.to(self.device, non_blocking=cuda)
+            with torch.inference_mode(), _autocast(self.device, self.precision):
+                out = self.model.encode_image(pixels)
+            yield keys, _normalise(out.float().cpu().numpy())
 
     def embed_texts(self, texts: list[str], batch_size: int) -> np.ndarray:
         import torch
@@ -67,10 +66,101 @@ class ClipBundle:
         vectors = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(texts[start:start + batch_size]).to(self.device)
-            with torch.inference_mode(), _autocast(self.device):
+            with torch.inference_mode(), _autocast(self.device, self.precision):
                 out = self.model.encode_text(tokens)
             vectors.append(_normalise(out.float().cpu().numpy()))
         return np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)
+
+
+def decoded_batches(items: Iterable[tuple[object, bytes]], preprocess: Callable, batch_size: int,
+                    pin: bool = False) -> Iterator[tuple[list, "torch.Tensor"]]:
+    """Decode + preprocess into (keys, pixel tensor) batches of at most batch_size images.
+
+    Memory is bounded by one batch of pixels plus the image being decoded; images are converted to
+    RGB after a draft-mode downscale where the format allows it (JPEG decodes at 1/2..1/8 scale).
+    """
+    import torch
+    from PIL import Image
+
+    keys, tensors = [], []
+    size = _input_size(preprocess)
+    for key, data in items:
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                if size and img.format == "JPEG":
+                    img.draft(None, (size, size))  # decode at the smallest DCT scale still >= the input
+                tensors.append(preprocess(img.convert("RGB")))
+                keys.append(key)
+        except Exception as exc:  # an undecodable image is skipped, not fatal
+            log.warning("image %s not decodable at embed time: %s", key, exc)
+        if len(tensors) >= batch_size:
+            pixels = torch.stack(tensors)
+            yield keys, (pixels.pin_memory() if pin else pixels)
+            keys, tensors = [], []
+    if tensors:
+        pixels = torch.stack(tensors)
+        yield keys, (pixels.pin_memory() if pin else pixels)
+
+
+def _input_size(preprocess: Callable) -> int | None:
+    for t in getattr(preprocess, "transforms", []):
+        size = getattr(t, "size", None)
+        if isinstance(size, int):
+            return size
+        if isinstance(size, (tuple, list)) and size:
+            return int(min(size))
+    return None
+
+
+_DONE = object()
+
+
+def prefetched(iterable: Iterable, depth: int) -> Iterator:
+    """Iterate `iterable` in a background thread, at most `depth` items ahead (depth 0: inline).
+
+    An exception in the producer is re-raised in the consumer; if the consumer stops early, the
+    producer is told to stop and is joined.
+    """
+    if depth <= 0:
+        yield from iterable
+        return
+    import queue
+
+    q: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((True, _DONE))
+        except BaseException as exc:  # handed to the consumer
+            q.put((False, exc))
+
+    worker = threading.Thread(target=produce, name="realsyn-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                break
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.1)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -78,14 +168,38 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _autocast(device: str):
+def to_storage(x: np.ndarray, storage_dtype: str) -> np.ndarray:
+    """float16 storage: round to float16 values (kept as float32, the column type); else unchanged."""
+    if storage_dtype == "float16":
+        return x.astype(np.float16).astype(np.float32)
+    return x
+
+
+def _autocast(device: str, precision: str = "auto"):
     import contextlib
 
     import torch
 
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+    dtype = autocast_dtype(device, precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=dtype)
+
+
+def autocast_dtype(device: str, precision: str = "auto"):
+    """auto: fp16 on CUDA, none on CPU; fp16/bf16 on CUDA; bf16 on CPU; fp32: none."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    if precision == "auto":
+        return torch.float16 if cuda else None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if cuda:
+            return torch.float16
+        log.warning("precision fp16 is not supported on CPU: running fp32")
+    return None
 
 
 def model_id_for(cfg: dict, random_weights: bool) -> str:
@@ -111,35 +225,56 @@ def _torch_threads(cfg: dict) -> int:
     return max(1, (os.cpu_count() or 1))
 
 
+def _task_gpu() -> str | None:
+    """The GPU address Spark assigned to this task (spark.task.resource.gpu.amount), if any."""
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx is not None:
+            gpus = ctx.resources().get("gpu")
+            if gpus is not None and gpus.addresses:
+                return str(gpus.addresses[0])
+    except Exception:
+        pass
+    return None
+
+
 def _device(cfg: dict) -> str:
     import torch
 
-    if cfg.get("device", "auto") == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg["device"]
+    device = cfg.get("device", "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        address = _task_gpu()
+        if address is not None and address.isdigit() and int(address) < torch.cuda.device_count():
+            return f"cuda:{address}"
+    return device
 
 
 def load_clip(cfg: dict) -> ClipBundle:
-    """One model per worker process and configuration."""
-    key = json.dumps({k: cfg.get(k) for k in ("model", "pretrained", "checkpoint_path", "model_config_path",
-                                              "allow_random_weights", "device")}, sort_keys=True)
+    """One model per worker process, configuration and device."""
+    device = _device(cfg)
+    key = json.dumps({**{k: cfg.get(k) for k in ("model", "pretrained", "checkpoint_path", "model_config_path",
+                                                  "allow_random_weights", "precision")}, "device": device},
+                     sort_keys=True)
     with _LOCK:
         bundle = _MODELS.get(key)
         if bundle is None:
-            bundle = _MODELS[key] = _create(cfg)
+            bundle = _MODELS[key] = _create(cfg, device)
     import torch
 
     torch.set_num_threads(_torch_threads(cfg))
     return bundle
 
 
-def _create(cfg: dict) -> ClipBundle:
+def _create(cfg: dict, device: str) -> ClipBundle:
     import open_clip
     import torch
 
     if cfg.get("model_config_path"):
         open_clip.add_model_config(cfg["model_config_path"])
-    device = _device(cfg)
     weights = cfg.get("checkpoint_path") or cfg.get("pretrained") or None
     random_weights = weights is None
     try:
@@ -157,21 +292,31 @@ def _create(cfg: dict) -> ClipBundle:
         model, _, preprocess = open_clip.create_model_and_transforms(cfg["model"], pretrained=None)
     model = model.eval().to(device)
     dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None \
-        else int(model.encode_text(open_clip.get_tokenizer(cfg["model"])(["x"])).shape[1])
+        else int(model.encode_text(open_clip.get_tokenizer(cfg["model"])(["x"]).to(device)).shape[1])
     return ClipBundle(model, preprocess, open_clip.get_tokenizer(cfg["model"]), model_id_for(cfg, random_weights),
-                      device, random_weights, dim)
+                      device, random_weights, dim, cfg.get("precision") or "auto")
 
 
 def image_embedder(cfg: dict) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """mapInPandas body: (image_id, image_bytes) -> (image_id, model_id, embedding)."""
+    """mapInPandas body: (image_id, image_bytes) -> (image_id, model_id, embedding).
+
+    Batches of `batch_size` images flow across the Arrow input frames; with `prefetch_batches` > 0 a
+    background thread decodes and preprocesses the next batches while the model runs.
+    """
     batch_size = int(cfg.get("batch_size", 32))
+    prefetch = int(cfg.get("prefetch_batches", 0) or 0)
+    storage = cfg.get("storage_dtype") or "float32"
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         bundle = load_clip(cfg)
-        for frame in batches:
-            kept, vectors = bundle.embed_images(frame["image_bytes"].tolist(), batch_size)
-            yield pd.DataFrame({"image_id": frame["image_id"].iloc[kept].to_numpy(),
-                                "model_id": bundle.model_id, "embedding": list(vectors)})
+
+        def items():
+            for frame in batches:
+                yield from zip(frame["image_id"].tolist(), frame["image_bytes"].tolist())
+
+        for ids, vectors in bundle.embed_image_batches(items(), batch_size, prefetch):
+            yield pd.DataFrame({"image_id": ids, "model_id": bundle.model_id,
+                                "embedding": list(to_storage(vectors, storage))})
 
     return run
 
@@ -179,12 +324,13 @@ def image_embedder(cfg: dict) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.
 def text_embedder(cfg: dict, id_column: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas body: (<id_column>, text) -> (<id_column>, model_id, embedding)."""
     batch_size = int(cfg.get("batch_size", 32)) * 2
+    storage = cfg.get("storage_dtype") or "float32"
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         bundle = load_clip(cfg)
         for frame in batches:
             vectors = bundle.embed_texts(frame["text"].astype(str).tolist(), batch_size)
             yield pd.DataFrame({id_column: frame[id_column].to_numpy(), "model_id": bundle.model_id,
-                                "embedding": list(vectors)})
+                                "embedding": list(to_storage(vectors, storage))})
 
     return run

@@ -7,7 +7,7 @@ from typing import Iterator, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from . import Document, SourceError
-from .htmlextract import extract_html_bytes
+from .htmlextract import extract_html
 
 Parsed = Union[Document, SourceError]
 
@@ -27,13 +27,20 @@ def page_url_for(source_uri: str, base_url: str) -> str:
 
 
 def parse_html(source_uri: str, data: bytes, base_url: str = "http://localhost/") -> Iterator[Parsed]:
-    """Parse one HTML file (bytes, charset from <meta> or detection). Never raises for bad input."""
+    """Parse one HTML file (bytes, charset from <meta> or detection). Never raises for bad input.
+
+    Binary garbage and pages with no text or image are a SourceError instead of a Document; a page
+    that decodes only with replacement characters is a Document plus a `lossy_decoding` SourceError.
+    """
     if not data:
         yield SourceError(source_uri, None, "empty_file", "file has no bytes")
         return
     url = page_url_for(source_uri, base_url)
-    title, nodes, encoding = extract_html_bytes(data, url)
-    yield Document(
-        source_uri=source_uri, source_kind="html", record_offset=None, url=url, title=title,
-        nodes=nodes, metadata={"charset": encoding},
-    )
+    result = extract_html(data, url)
+    if result.problem is not None:
+        yield SourceError(source_uri, None, *result.problem)
+    if result.keep:
+        yield Document(
+            source_uri=source_uri, source_kind="html", record_offset=None, url=url, title=result.title,
+            nodes=result.nodes, metadata={"charset": result.encoding},
+        )

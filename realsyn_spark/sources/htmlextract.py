@@ -86,11 +86,28 @@ def _detected_charset(data: bytes) -> Optional[str]:
     return best.encoding
 
 
+# A page whose non-ASCII bytes are at least this much valid UTF-8 is UTF-8 with a few stray bytes
+# (a common crawl artefact: a snippet pasted in another encoding), not text in a legacy code page:
+# statistical detection would turn all of it into mojibake to account for the strays.
+_UTF8_VALID_SHARE = 0.75
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+
+
+def _mostly_utf8(data: bytes) -> Optional[str]:
+    high = len(data) - len(data.translate(None, _HIGH_BYTES))
+    if not high:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    replaced = text.count("\ufffd") - data.count("\ufffd".encode("utf-8"))
+    return text if replaced <= high * (1 - _UTF8_VALID_SHARE) else None
+
+
 def decode_html(data: bytes, content_type: Optional[str] = None) -> tuple[str, str]:
     """Decode page bytes to text; returns (text, codec used).
 
-    Order: byte-order mark, HTTP Content-Type charset, <meta> charset, strict UTF-8, statistical
-    detection, then windows-1252 with replacement characters (it never fails, so a page always decodes).
+    Order: byte-order mark, HTTP Content-Type charset, <meta> charset, strict UTF-8, UTF-8 with
+    replacement characters when most non-ASCII bytes are valid UTF-8, statistical detection, then
+    windows-1252 with replacement characters (it never fails, so a page always decodes).
     A declared charset that does not decode the bytes is treated as a lie and the next step is tried.
     """
     for bom, encoding in _BOMS:
@@ -106,6 +123,9 @@ def decode_html(data: bytes, content_type: Optional[str] = None) -> tuple[str, s
         text = _try_decode(data, encoding)
         if text is not None:
             return text, encoding
+    mostly_utf8 = _mostly_utf8(data)
+    if mostly_utf8 is not None:
+        return mostly_utf8, "utf-8"
     detected = _normalise_charset(_detected_charset(data))
     text = _try_decode(data, detected)
     if text is not None:
@@ -428,3 +448,51 @@ def extract_html_bytes(
     text, encoding = decode_html(data, content_type)
     title, nodes = extract_html_nodes(text, page_url)
     return title, nodes, encoding
+
+
+# ---------------------------------------------------------------------------------------------------
+# Extraction with a verdict: what the parsers report as bad input
+# ---------------------------------------------------------------------------------------------------
+
+# Share of C0 control characters (other than tab/newline/return) and U+FFFD in the decoded start of a
+# page above which it is binary data, not text: no page is written like that.
+_BINARY_SHARE = 0.05
+_BINARY_SAMPLE_CHARS = 10_000
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd]")
+
+
+@dataclass
+class HtmlResult:
+    title: Optional[str]
+    nodes: list[Node]
+    encoding: str
+    # (kind, reason) of a problem to report: "binary_content" / "no_content" (the page is dropped) or
+    # "lossy_decoding" (the page is kept: some bytes fitted no charset and became U+FFFD)
+    problem: Optional[tuple[str, str]] = None
+
+    @property
+    def keep(self) -> bool:
+        return self.problem is None or self.problem[0] == "lossy_decoding"
+
+
+def extract_html(data: bytes, page_url: Optional[str], content_type: Optional[str] = None) -> HtmlResult:
+    """Decode and extract a page, and judge it: binary garbage and pages without any text or image
+    are reported and dropped; a page that only decodes with replacement characters is kept and
+    reported. Never raises on malformed markup."""
+    text, encoding = decode_html(data, content_type)
+    sample = text[:_BINARY_SAMPLE_CHARS]
+    bad_chars = len(_NOT_TEXT.findall(sample))
+    if sample and bad_chars / len(sample) > _BINARY_SHARE:
+        return HtmlResult(None, [], encoding, ("binary_content",
+                          f"{bad_chars} of the first {len(sample)} characters are control or undecodable "
+                          f"characters (decoded as {encoding}): not an HTML page"))
+    title, nodes = extract_html_nodes(text, page_url)
+    if not nodes:
+        return HtmlResult(title, [], encoding, ("no_content", "no text or image found in the page "
+                                                "(empty, script-only or unparseable markup)"))
+    replaced = text.count("\ufffd") - data.count("\ufffd".encode("utf-8"))
+    if replaced > 0:
+        return HtmlResult(title, nodes, encoding, ("lossy_decoding",
+                          f"{replaced} byte sequences fit no charset (declared or detected); decoded as "
+                          f"{encoding} with replacement characters"))
+    return HtmlResult(title, nodes, encoding)

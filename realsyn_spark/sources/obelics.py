@@ -207,10 +207,15 @@ def _first_non_space(head: bytes) -> bytes:
     return stripped[:1]
 
 
-def _json_array_rows(source_uri: str, content: BinaryIO) -> Iterator[Parsed]:
-    """A `.json` file holding one array of records instead of one record per line."""
+def _json_array_rows(source_uri: str, content: BinaryIO, max_bytes: Optional[int] = None) -> Iterator[Parsed]:
+    """A `.json` file holding one array of records instead of one record per line (read whole)."""
+    data = content.read() if max_bytes is None else content.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        yield SourceError(source_uri, None, "too_large",
+                          f"JSON array file exceeds ingest.max_document_bytes ({max_bytes})")
+        return
     try:
-        rows = json.loads(content.read().decode("utf-8-sig"))
+        rows = json.loads(data.decode("utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         yield SourceError(source_uri, None, "malformed_json", str(exc)[:_REASON_CHARS])
         return
@@ -220,27 +225,110 @@ def _json_array_rows(source_uri: str, content: BinaryIO) -> Iterator[Parsed]:
         yield from _safe_record_outputs(source_uri, index, row)
 
 
-def _jsonl_rows(source_uri: str, content: BinaryIO) -> Iterator[Parsed]:
-    index = 0
+_SKIP_CHUNK_BYTES = 1 << 20
+
+
+def _read_line(content: BinaryIO, limit: Optional[int]) -> tuple[Optional[bytes], int]:
+    """(the next line, bytes consumed); the line is None when it is longer than `limit` (it is skipped
+    without being held in memory). (b"", 0) at the end of the stream."""
+    if limit is None:
+        line = content.readline()
+        return line, len(line)
+    line = content.readline(limit + 1)
+    if len(line) <= limit or line.endswith(b"\n"):
+        return line, len(line)
+    consumed = len(line)
+    while not line.endswith(b"\n"):
+        line = content.readline(_SKIP_CHUNK_BYTES)
+        if not line:
+            break
+        consumed += len(line)
+    return None, consumed
+
+
+def _jsonl_rows(source_uri: str, content: BinaryIO, first_row: int = 0, position: int = 0,
+                end: Optional[int] = None, max_line_bytes: Optional[int] = None) -> Iterator[Parsed]:
+    """Records of the lines that begin before `end` (all when None), numbered from `first_row`."""
+    index = first_row
     try:
-        for index, line in enumerate(content):
+        while end is None or position < end:
+            line, consumed = _read_line(content, max_line_bytes)
+            if not consumed:
+                break
+            position += consumed
+            row, index = index, index + 1
+            if line is None:
+                yield SourceError(source_uri, f"row={row}", "too_large",
+                                  f"line of {consumed} bytes exceeds ingest.max_document_bytes ({max_line_bytes})")
+                continue
             if not line.strip():
                 continue
             try:
-                row = json.loads(line.decode("utf-8-sig"))
+                record = json.loads(line.decode("utf-8-sig"))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                yield SourceError(source_uri, f"row={index}", "malformed_json", str(exc)[:_REASON_CHARS])
+                yield SourceError(source_uri, f"row={row}", "malformed_json", str(exc)[:_REASON_CHARS])
                 continue
-            yield from _safe_record_outputs(source_uri, index, row)
+            yield from _safe_record_outputs(source_uri, row, record)
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        yield SourceError(source_uri, f"row={index + 1}", "corrupt_gzip", f"{type(exc).__name__}: {exc}"[:_REASON_CHARS])
+        yield SourceError(source_uri, f"row={index}", "corrupt_gzip", f"{type(exc).__name__}: {exc}"[:_REASON_CHARS])
 
 
-def parse_obelics_jsonl(source_uri: str, stream: BinaryIO) -> Iterator[Parsed]:
+def count_line_starts(stream: BinaryIO, start: int, end: int) -> int:
+    """How many lines begin in [start, end) of a plain file (end <= file size): the lines a JSONL split owns.
+
+    A line begins at offset 0 and after every newline that is not the file's last byte. Summed over
+    the splits before it, this is the row number of a split's first line, so rows (and document ids)
+    are the same whether a file is read whole or in splits.
+    """
+    low, high = max(start - 1, 0), end - 1  # a newline at p begins a line at p + 1, owned if in [start, end)
+    count = 1 if start == 0 and end > 0 else 0
+    stream.seek(low)
+    remaining = high - low
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _SKIP_CHUNK_BYTES))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+        count += chunk.count(b"\n")
+    return count
+
+
+def _split_lines(source_uri: str, stream: BinaryIO, start: int, end: Optional[int], first_row: int,
+                 max_line_bytes: Optional[int]) -> Iterator[Parsed]:
+    """The lines of a plain JSONL file that begin in [start, end): a split begins after the first
+    newline at or after start - 1 and reads on past `end` to finish the line it is in."""
+    stream.seek(0)
+    head = stream.read(64)
+    if head[:2] == b"\x1f\x8b" or _first_non_space(head) == b"[":
+        # gzip or a JSON array under a .jsonl name: cannot be split, the first split reads it whole
+        if start == 0:
+            stream.seek(0)
+            yield from parse_obelics_jsonl(source_uri, stream, max_line_bytes=max_line_bytes)
+        return
+    position = start
+    if start > 0:
+        stream.seek(start - 1)
+        if stream.read(1) != b"\n":  # inside a line that the previous split owns: skip to its end
+            _, consumed = _read_line(stream, 0)
+            position += consumed
+    elif not head.strip():
+        yield SourceError(source_uri, None, "empty_file", "file has no records")
+        return
+    stream.seek(position)
+    yield from _jsonl_rows(source_uri, stream, first_row, position, end, max_line_bytes)
+
+
+def parse_obelics_jsonl(source_uri: str, stream: BinaryIO, start: int = 0, end: Optional[int] = None,
+                        first_row: int = 0, max_line_bytes: Optional[int] = None) -> Iterator[Parsed]:
     """OBELICS records, one JSON object per line (gzip or plain; a JSON array also works).
 
-    `record_offset` and error locations use the 0-based line number.
+    `record_offset` and error locations use the 0-based line number. With `start`/`end` (a split of a
+    plain file, seekable stream) only the lines beginning in [start, end) are read, numbered from
+    `first_row` (see `count_line_starts`). Lines longer than `max_line_bytes` are reported `too_large`.
     """
+    if start > 0 or end is not None:
+        yield from _split_lines(source_uri, stream, start, end, first_row, max_line_bytes)
+        return
     try:
         head, content = _open_maybe_gzip(stream)
     except (OSError, EOFError, zlib.error) as exc:
@@ -250,9 +338,9 @@ def parse_obelics_jsonl(source_uri: str, stream: BinaryIO) -> Iterator[Parsed]:
         yield SourceError(source_uri, None, "empty_file", "file has no records")
         return
     if _first_non_space(head) == b"[":
-        yield from _json_array_rows(source_uri, content)
+        yield from _json_array_rows(source_uri, content, max_line_bytes)
     else:
-        yield from _jsonl_rows(source_uri, content)
+        yield from _jsonl_rows(source_uri, content, max_line_bytes=max_line_bytes)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -266,27 +354,54 @@ def _parquet_file(stream: BinaryIO):
     return pq.ParquetFile(stream if seekable else io.BytesIO(stream.read()))
 
 
-def parse_obelics_parquet(source_uri: str, stream: BinaryIO) -> Iterator[Parsed]:
-    """OBELICS records from a Parquet file, read one row group at a time.
+_PARQUET_BATCH_ROWS = 64  # rows decoded at a time: a row group of inline images is never held whole
 
-    `record_offset` is the 0-based row index in the file. A row group that cannot be decoded is
-    reported at its first row and skipped; the others are still read.
+
+def row_group_start(parquet, group: int) -> int:
+    """Byte offset where a row group's data begins (its first column chunk): a split owns the row
+    groups that begin inside its byte range, as Spark's own Parquet reader decides."""
+    meta = parquet.metadata.row_group(group)
+    starts = []
+    for index in range(meta.num_columns):
+        column = meta.column(index)
+        offset = column.dictionary_page_offset if column.has_dictionary_page else None
+        starts.append(offset if offset else column.data_page_offset)
+    return min(starts) if starts else 0
+
+
+def parse_obelics_parquet(source_uri: str, stream: BinaryIO, start: int = 0,
+                          end: Optional[int] = None) -> Iterator[Parsed]:
+    """OBELICS records from a Parquet file, a few rows at a time.
+
+    `record_offset` is the 0-based row index in the file. With `start`/`end` only the row groups that
+    begin in [start, end) are read (file-level errors come from the split at 0 only). A batch that
+    cannot be decoded is reported at its first row and the rest of its row group is skipped; the other
+    row groups are still read.
     """
     try:
         parquet = _parquet_file(stream)
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for anything that is not Parquet
-        kind = "empty_file" if "size is 0" in str(exc) else "corrupt_parquet"
-        yield SourceError(source_uri, None, kind, f"{type(exc).__name__}: {exc}"[:_REASON_CHARS])
+        if start == 0:
+            kind = "empty_file" if "size is 0" in str(exc) else "corrupt_parquet"
+            yield SourceError(source_uri, None, kind, f"{type(exc).__name__}: {exc}"[:_REASON_CHARS])
         return
     first_row = 0
     for group in range(parquet.metadata.num_row_groups):
         group_rows = parquet.metadata.row_group(group).num_rows
-        try:
-            rows = parquet.read_row_group(group).to_pylist()
-        except Exception as exc:
-            yield SourceError(source_uri, f"row={first_row}", "corrupt_parquet",
-                              f"row group {group} ({group_rows} rows): {type(exc).__name__}: {exc}"[:_REASON_CHARS])
-            rows = []
-        for offset, row in enumerate(rows):
-            yield from _safe_record_outputs(source_uri, first_row + offset, row)
+        group_start = row_group_start(parquet, group) if (start > 0 or end is not None) else 0
+        if start <= group_start and (end is None or group_start < end):
+            yield from _row_group_outputs(source_uri, parquet, group, first_row)
         first_row += group_rows
+
+
+def _row_group_outputs(source_uri: str, parquet, group: int, first_row: int) -> Iterator[Parsed]:
+    row = first_row
+    try:
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], use_threads=False):
+            for record in batch.to_pylist():
+                yield from _safe_record_outputs(source_uri, row, record)
+                row += 1
+    except Exception as exc:
+        group_rows = parquet.metadata.row_group(group).num_rows
+        yield SourceError(source_uri, f"row={row}", "corrupt_parquet",
+                          f"row group {group} ({group_rows} rows) from row {row}: {type(exc).__name__}: {exc}"[:_REASON_CHARS])

@@ -9,10 +9,14 @@ images with a soft mask) are re-encoded as PNG so that every consumer can decode
 MuPDF repairs damaged files on open and reports what it could not read as warnings; those become
 SourceErrors (for the file, or for the page that lost content) while whatever it recovered is still
 yielded.
+
+Large PDFs are read in parts (page ranges, `parse_pdf_file`): each part opens the file from local disk
+and reads only its pages; the ingest stage joins the parts' nodes back into one document.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from typing import BinaryIO, Iterator, Optional, Union
 
@@ -152,9 +156,13 @@ class _PageReader:
 # Document
 # ---------------------------------------------------------------------------------------------------
 
-def _open(source_uri: str, data: bytes) -> tuple[Optional[pymupdf.Document], Optional[SourceError]]:
+def _open(source_uri: str, source) -> tuple[Optional[pymupdf.Document], Optional[SourceError]]:
+    """Open from bytes or from a local file name (MuPDF then reads objects from disk on demand)."""
     try:
-        document = pymupdf.open(stream=data, filetype="pdf")
+        if isinstance(source, (bytes, bytearray)):
+            document = pymupdf.open(stream=source, filetype="pdf")
+        else:
+            document = pymupdf.open(source, filetype="pdf")
     except Exception as exc:  # FileDataError and friends: not a PDF MuPDF can repair
         return None, SourceError(source_uri, None, "corrupt_pdf", f"cannot open: {exc}"[:_REASON_CHARS])
     if document.needs_pass and not document.authenticate(""):
@@ -167,11 +175,11 @@ def _open(source_uri: str, data: bytes) -> tuple[Optional[pymupdf.Document], Opt
     return document, None
 
 
-def _repair_error(source_uri: str, document: pymupdf.Document, data: bytes, warnings: str) -> Optional[SourceError]:
+def _repair_error(source_uri: str, document: pymupdf.Document, tail: bytes, warnings: str) -> Optional[SourceError]:
     if not document.is_repaired:
         return None
     # A file cut short loses its trailer (%%EOF); other damage is reported as a repaired file.
-    kind = "truncated_pdf" if b"%%EOF" not in data[-1024:] else "corrupt_pdf"
+    kind = "truncated_pdf" if b"%%EOF" not in tail[-1024:] else "corrupt_pdf"
     return SourceError(source_uri, None, kind, f"MuPDF repaired the file: {_summary(warnings)}")
 
 
@@ -181,8 +189,14 @@ def _document_metadata(document: pymupdf.Document) -> dict:
     return metadata
 
 
-def _read_pages(source_uri: str, document: pymupdf.Document, reader: _PageReader) -> Iterator[Union[Blob, SourceError]]:
-    for page_index in range(document.page_count):
+def page_range(page_count: int, part: int, parts: int) -> range:
+    """The pages (0-based) that part `part` of `parts` reads: contiguous, disjoint, covering every page."""
+    return range(page_count * part // parts, page_count * (part + 1) // parts)
+
+
+def _read_pages(source_uri: str, document: pymupdf.Document, reader: _PageReader,
+                pages: range) -> Iterator[Union[Blob, SourceError]]:
+    for page_index in pages:
         location = f"page={page_index + 1}"
         try:
             yield from reader.read(document.load_page(page_index))
@@ -197,23 +211,22 @@ def _read_pages(source_uri: str, document: pymupdf.Document, reader: _PageReader
             yield SourceError(source_uri, location, "damaged_pdf_page", _summary(warnings))
 
 
-def parse_pdf(source_uri: str, stream: BinaryIO) -> Iterator[Parsed]:
-    """Parse a PDF into one Document and its image Blobs. Never raises for bad input."""
-    data = stream.read()
-    if not data:
-        yield SourceError(source_uri, None, "empty_file", "file has no bytes")
-        return
+def _parse(source_uri: str, source, tail: bytes, file_hash: str, part: int, parts: int) -> Iterator[Parsed]:
     with _QuietMuPDF():
-        document, error = _open(source_uri, data)
+        document, error = _open(source_uri, source)
         if error is not None:
-            yield error
+            if part == 0:  # every part sees the same file-level problem; the first reports it
+                yield error
             return
         try:
-            repair_error = _repair_error(source_uri, document, data, _take_mupdf_warnings())
-            if repair_error is not None:
+            repair_error = _repair_error(source_uri, document, tail, _take_mupdf_warnings())
+            if repair_error is not None and part == 0:
                 yield repair_error
-            reader = _PageReader(source_uri, hashlib.sha256(data).hexdigest()[:_URL_HASH_CHARS])
-            yield from _read_pages(source_uri, document, reader)
+            pages = page_range(document.page_count, part, parts)
+            if part > 0 and not pages:
+                return
+            reader = _PageReader(source_uri, file_hash[:_URL_HASH_CHARS])
+            yield from _read_pages(source_uri, document, reader, pages)
             title = ((document.metadata or {}).get("title") or "").strip() or None
             yield Document(
                 source_uri=source_uri, source_kind="pdf", record_offset=None, url=None, title=title,
@@ -221,3 +234,36 @@ def parse_pdf(source_uri: str, stream: BinaryIO) -> Iterator[Parsed]:
             )
         finally:
             document.close()
+
+
+def parse_pdf(source_uri: str, stream: BinaryIO, part: int = 0, parts: int = 1) -> Iterator[Parsed]:
+    """Parse a PDF (all of it read into memory) into one Document and its image Blobs. Never raises
+    for bad input. With `parts` > 1 only the pages of `part` are read (see `parse_pdf_file`)."""
+    data = stream.read()
+    if not data:
+        if part == 0:
+            yield SourceError(source_uri, None, "empty_file", "file has no bytes")
+        return
+    yield from _parse(source_uri, data, data[-1024:], hashlib.sha256(data).hexdigest(), part, parts)
+
+
+def parse_pdf_file(source_uri: str, local_path: str, file_hash: str, part: int = 0,
+                   parts: int = 1) -> Iterator[Parsed]:
+    """Parse part `part` of `parts` of a PDF on local disk, page range by page range.
+
+    MuPDF opens the file by name and loads pages on demand, so memory follows the pages read, not the
+    file size. Part k reads pages [k*P/parts, (k+1)*P/parts) and yields a Document holding only their
+    nodes (positions from 0); `stages.ingest` joins the parts of one file in part order into the one
+    Document a whole-file parse gives. File-level errors (cannot open, encrypted, repaired) come from
+    part 0 only. `file_hash` is the sha256 of the whole file, which names its images
+    (`pdf://<hash[:16]>/page<n>/img<i>`) identically in every part.
+    """
+    size = os.path.getsize(local_path)
+    if size == 0:
+        if part == 0:
+            yield SourceError(source_uri, None, "empty_file", "file has no bytes")
+        return
+    with open(local_path, "rb") as handle:
+        handle.seek(max(0, size - 1024))
+        tail = handle.read()
+    yield from _parse(source_uri, local_path, tail, file_hash, part, parts)

@@ -28,7 +28,7 @@ from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParserException
 
 from . import Blob, Document, SourceError
-from .htmlextract import extract_html_bytes
+from .htmlextract import extract_html
 
 Parsed = Union[Document, Blob, SourceError]
 
@@ -134,18 +134,24 @@ def _decoded_http_body(record, block: bytes) -> bytes:
 # Record -> output
 # ---------------------------------------------------------------------------------------------------
 
-def _html_document(source_uri: str, kind: str, offset: int, record, url: Optional[str], payload: bytes,
-                   content_type: Optional[str]) -> Document:
-    title, nodes, encoding = extract_html_bytes(payload, url, content_type)
+def _html_outputs(source_uri: str, kind: str, offset: int, record, url: Optional[str], payload: bytes,
+                  content_type: Optional[str]) -> Iterator[Parsed]:
+    result = extract_html(payload, url, content_type)
+    if result.problem is not None:
+        problem_kind, reason = result.problem
+        yield SourceError(source_uri, f"offset={offset}", problem_kind, _printable(f"{url}: {reason}", 500))
+    if not result.keep:
+        return
     metadata = {
         "warc_date": record.rec_headers.get_header("WARC-Date"),
-        "warc_record_id": record.rec_headers.get_header("WARC-Record-ID"),
+        # warcio invents a random WARC-Record-ID for ARC records: only a WARC's own id is kept
+        "warc_record_id": record.rec_headers.get_header("WARC-Record-ID") if kind == "warc" else None,
         "content_type": content_type,
-        "charset": encoding,
+        "charset": result.encoding,
     }
-    return Document(
-        source_uri=source_uri, source_kind=kind, record_offset=offset, url=url, title=title,
-        nodes=nodes, metadata={k: v for k, v in metadata.items() if v is not None},
+    yield Document(
+        source_uri=source_uri, source_kind=kind, record_offset=offset, url=url, title=result.title,
+        nodes=result.nodes, metadata={k: v for k, v in metadata.items() if v is not None},
     )
 
 
@@ -163,7 +169,7 @@ def _record_outputs(source_uri: str, kind: str, offset: int, record, block: byte
     if category == "image" and url and payload:
         yield Blob(image_url=url, data=payload, origin="warc")
     elif category == "html":
-        yield _html_document(source_uri, kind, offset, record, url, payload, content_type)
+        yield from _html_outputs(source_uri, kind, offset, record, url, payload, content_type)
 
 
 _URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
@@ -174,6 +180,13 @@ def _plausible_arc_record(record) -> bool:
     headers = record.rec_headers
     length = (headers.get_header("Content-Length") or "0").strip()
     return bool(_URI_SCHEME.match(headers.get_header("WARC-Target-URI") or "filedesc:")) and length.isdigit()
+
+
+def _plausible_warc_record(record) -> bool:
+    """The header fields every WARC record has (and `is_record_start` checks for split starts)."""
+    headers = record.rec_headers
+    length = (headers.get_header("Content-Length") or "").strip()
+    return bool((headers.get_header("WARC-Type") or "").strip()) and length.isdigit()
 
 
 def _truncation_error(source_uri: str, offset: int, record) -> Optional[SourceError]:
@@ -257,6 +270,12 @@ class _Pass:
                     # warcio takes any line of five words for an ARC header; stop and resynchronise
                     reason = f"not an ARC record header (URL {record.rec_headers.get_header('WARC-Target-URI')!r})"
                     self.failure = _Failure(offset, "bad_arc_header", _printable(reason), seen, previous_bad_length)
+                    return
+                if self.kind == "warc" and not _plausible_warc_record(record):
+                    # without a length warcio would read the rest of the file as this record's block
+                    self.failure = _Failure(offset, "malformed_record",
+                                            "WARC header block without WARC-Type or a numeric Content-Length",
+                                            seen, previous_bad_length)
                     return
                 too_large = self._too_large(offset, record)
                 block = b"" if too_large else record.raw_stream.read()

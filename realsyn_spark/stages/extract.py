@@ -1,10 +1,19 @@
-"""Stage 2: Real-World Data Extraction — images and sentences out of documents, then the filters.
+"""Stage 2: Real-World Data Extraction — images and sentences out of documents, then every filter of the
+paper's section 3.1, in its order:
+
+* images: not fetched / unavailable, min_side, aspect_ratio (quality) -> exact_duplicate (content hash)
+  -> near_duplicate (pHash LSH + connected components) -> semantic_duplicate (decided by the `dedup`
+  stage on CLIP embeddings, applied here so a rerun re-decides the same way);
+* sentences: emoji, url, min_words, max_words, cat (quality) -> entropy, perplexity (semantic) ->
+  exact_duplicate, semantic_duplicate (redundancy).
 
 Extraction appends (MERGE on a deterministic id) the image occurrences and sentences of documents not
-yet extracted. The filters then decide `drop_reason` for *every* row from light columns only, and only
-rows whose decision changed are rewritten. So a rerun changes nothing, a threshold change needs no
-re-ingest, and an incremental run decides exactly as a full rebuild would (exact duplicates keep the
-smallest id, whenever it arrived).
+yet extracted. The filters then decide `drop_reason` for *every* row from light columns and stored
+scores only (pHashes per content hash, CAT and perplexity scores per sentence are computed once, for the
+rows that reach the rule), and only rows whose decision changed are rewritten. So a rerun changes
+nothing, a threshold change needs no re-ingest, and an incremental run decides exactly as a full
+rebuild would (exact duplicates keep the smallest id, whenever it arrived). `duplicate_of` always points
+at the row finally kept, which therefore knows every occurrence it stands for (`dedup.image_sources`).
 """
 from __future__ import annotations
 
@@ -14,10 +23,15 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from realsyn_spark import sentence_filters as sf
 from realsyn_spark import text as textrules
 from realsyn_spark.config import ImageFilterConfig, RealSynConfig, SentenceFilterConfig
+from realsyn_spark.dedup import near_duplicate_groups, resolve_duplicate_chains
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, IMAGES, SENTENCES, Lake
+from realsyn_spark.sparkutil import arrow_batch_rows
+from realsyn_spark.tables import (DOCUMENTS, IMAGE_BLOBS, IMAGE_HASHES, IMAGES, SEMANTIC_DUPLICATES, SENTENCES,
+                                  Lake)
+from udfs.phash import hash_kind, phash_mapper
 
 
 def segment_paragraphs(normalise: bool):
@@ -104,27 +118,138 @@ def extract_new(lake: Lake, run_id: str, normalise: bool) -> int:
     return n_new
 
 
-def decide_images(lake: Lake, cfg: ImageFilterConfig) -> DataFrame:
+def ensure_phashes(spark: SparkSession, lake: Lake, survivors: DataFrame, cfg: ImageFilterConfig,
+                   run_id: str) -> int:
+    """pHash every distinct content hash among `survivors` that has none for these settings yet."""
+    kind = hash_kind(cfg.phash_core_fraction)
+    done = lake.read(IMAGE_HASHES).where(F.col("hash_kind") == kind).select("sha256")
+    todo = survivors.select("sha256").where("sha256 IS NOT NULL").distinct().join(done, "sha256", "left_anti")
+    todo = todo.localCheckpoint(eager=True)
+    n = todo.count()
+    if n == 0:
+        return 0
+    blobs = (lake.read(IMAGE_BLOBS).where("status = 'ok' AND image_bytes IS NOT NULL")
+             .select("sha256", "image_bytes").dropDuplicates(["sha256"]))
+    parallelism = spark.sparkContext.defaultParallelism
+    with arrow_batch_rows(spark, 64):
+        hashes = (todo.join(blobs, "sha256").repartition(max(1, min(parallelism * 4, n // 64 + 1)))
+                  .mapInPandas(phash_mapper(cfg.phash_core_fraction), "sha256 string, phash bigint, phash_core bigint")
+                  .withColumn("hash_kind", F.lit(kind)).withColumn("run_id", F.lit(run_id)))
+        lake.merge_insert(IMAGE_HASHES, hashes)
+    return n
+
+
+def mark_near_duplicates(spark: SparkSession, lake: Lake, decided: DataFrame, cfg: ImageFilterConfig,
+                         max_cc_iterations: int, run_id: str, stage: StageRun | None = None) -> DataFrame:
+    """Near-duplicates among the images that survived the rules and exact dedup: every member of a group
+    but its representative (most pixels, then smallest id) gets `near_duplicate`."""
+    survivors = decided.where("drop_reason IS NULL AND sha256 IS NOT NULL")
+    computed = ensure_phashes(spark, lake, survivors, cfg, run_id)
+    hashes = (lake.read(IMAGE_HASHES).where(F.col("hash_kind") == hash_kind(cfg.phash_core_fraction))
+              .select("sha256", "phash", "phash_core"))
+    items = (survivors.join(hashes, "sha256")
+             .select("image_id", "phash", "phash_core",
+                     (F.col("width").cast("long") * F.col("height").cast("long")).alias("area")))
+    groups, counters = near_duplicate_groups(items, "image_id", cfg.phash_max_distance, cfg.phash_blocks,
+                                             cfg.phash_key_blocks, cfg.phash_bucket_window, max_cc_iterations)
+    if stage is not None:
+        stage.count("phash_computed", computed)
+        for key, value in counters.items():
+            stage.count(key, value)
+    groups = groups.withColumnRenamed("representative", "_near_rep")
+    is_near = (F.col("drop_reason").isNull() & F.col("_near_rep").isNotNull()
+               & (F.col("_near_rep") != F.col("image_id")))
+    return (decided.join(groups, "image_id", "left")
+            .withColumn("duplicate_of", F.when(is_near, F.col("_near_rep")).otherwise(F.col("duplicate_of")))
+            .withColumn("drop_reason", F.when(is_near, F.lit("near_duplicate")).otherwise(F.col("drop_reason")))
+            .drop("_near_rep"))
+
+
+def apply_semantic_duplicates(lake: Lake, decided: DataFrame, kind: str, id_col: str) -> DataFrame:
+    """Re-apply the `dedup` stage's semantic decisions to rows that still pass every other rule, where the
+    group's representative still does too (otherwise the next `dedup` run decides the group anew)."""
+    semantic = (lake.read(SEMANTIC_DUPLICATES).where(F.col("kind") == kind)
+                .select(F.col("item_id").alias(id_col), F.col("representative_id").alias("_sem_rep")))
+    alive = decided.where("drop_reason IS NULL").select(F.col(id_col).alias("_sem_rep"))
+    valid = semantic.join(alive, "_sem_rep")
+    is_dup = F.col("drop_reason").isNull() & F.col("_sem_rep").isNotNull()
+    return (decided.join(valid, id_col, "left")
+            .withColumn("duplicate_of", F.when(is_dup, F.col("_sem_rep")).otherwise(F.col("duplicate_of")))
+            .withColumn("drop_reason", F.when(is_dup, F.lit("semantic_duplicate")).otherwise(F.col("drop_reason")))
+            .drop("_sem_rep"))
+
+
+def decide_images(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id: str,
+                  stage: StageRun | None = None) -> DataFrame:
+    icfg = cfg.image_filter
     blobs = lake.read(IMAGE_BLOBS).select("image_url", "status", F.col("sha256").alias("b_sha"),
                                           F.col("width").alias("b_w"), F.col("height").alias("b_h"))
     rows = (lake.read(IMAGES).drop("drop_reason", "duplicate_of", "sha256", "width", "height")
             .join(blobs, "image_url", "left")
             .withColumnRenamed("b_sha", "sha256").withColumnRenamed("b_w", "width").withColumnRenamed("b_h", "height"))
-    decided = rows.withColumn("drop_reason", _first_failing(image_rules(cfg)))
-    if cfg.exact_dedup:
+    decided = rows.withColumn("drop_reason", _first_failing(image_rules(icfg)))
+    if icfg.exact_dedup:
         decided = mark_exact_duplicates(decided, "image_id", F.col("sha256"))
     else:
         decided = decided.withColumn("duplicate_of", F.lit(None).cast("string"))
-    return decided.drop("status")
+    decided = decided.drop("status").localCheckpoint(eager=True)
+    if icfg.near_dedup:
+        decided = mark_near_duplicates(spark, lake, decided, icfg, cfg.dedup.max_cc_iterations, run_id, stage)
+    if cfg.dedup.semantic_images:
+        decided = apply_semantic_duplicates(lake, decided, "image", "image_id")
+    return resolve_duplicate_chains(decided, "image_id").localCheckpoint(eager=True)
 
 
-def decide_sentences(lake: Lake, cfg: SentenceFilterConfig) -> DataFrame:
-    rows = lake.read(SENTENCES).drop("drop_reason", "duplicate_of")
-    decided = rows.withColumn("drop_reason", _first_failing(sentence_rules(cfg)))
-    if cfg.exact_dedup:
+def _none_holds(rules: list[tuple[str, Column]]) -> Column:
+    holds = F.lit(False)
+    for _, dropped in rules:
+        holds = holds | F.coalesce(dropped, F.lit(False))
+    return ~holds
+
+
+def decide_sentences(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id: str,
+                     stage: StageRun | None = None) -> DataFrame:
+    scfg = cfg.sentence_filter
+    count = stage.count if stage is not None else (lambda *_: None)
+    base = lake.read(SENTENCES).drop("drop_reason", "duplicate_of")
+    rules = sentence_rules(scfg)
+    rows = base
+    if scfg.cat_filter:
+        scorer = sf.cat_scorer(scfg)
+        count("cat_scored", sf.ensure_scores(spark, lake, rows.where(_none_holds(rules)), scorer, sf.cat_mapper(scfg),
+                                             run_id, rows_per_batch=scfg.spacy_batch_size * 4))
+        rows = rows.join(sf.scores(lake, scorer, "cat"), "sentence_id", "left")
+        fails = F.col("cat_score") < scfg.cat_min_complexity
+        if scfg.cat_require_action:
+            fails = fails | ~F.col("cat_flag")
+        rules.append(("cat", fails))
+    if scfg.entropy_filter:
+        entropy = sf.sentence_entropy(base, base.select("sentence_id", "text"), scfg.entropy_log_base)
+        rows = rows.join(entropy, "sentence_id", "left")
+        rules.append(("entropy", F.col("entropy") < scfg.min_entropy))
+    rows = rows.localCheckpoint(eager=True)
+    if scfg.perplexity_filter:
+        available, _ = sf.perplexity_available(scfg)
+        if available:
+            scorer = sf.perplexity_scorer(scfg)
+            count("perplexity_scored", sf.ensure_scores(
+                spark, lake, rows.where(_none_holds(rules)), scorer, sf.perplexity_mapper(scfg), run_id,
+                rows_per_batch=scfg.perplexity_batch_size * 8))
+            rows = rows.join(sf.scores(lake, scorer, "ppl"), "sentence_id", "left")
+            rules.append(("perplexity", (F.col("ppl_score") < scfg.min_perplexity)
+                          | (F.col("ppl_score") > scfg.max_perplexity)))
+        else:
+            count("perplexity_skipped", 1)
+    decided = rows.withColumn("drop_reason", _first_failing(rules))
+    if scfg.exact_dedup:
         dedup_key = F.trim(F.regexp_replace(F.lower("text"), r"[^\p{L}\p{N}]+", " "))
-        return mark_exact_duplicates(decided, "sentence_id", dedup_key)
-    return decided.withColumn("duplicate_of", F.lit(None).cast("string"))
+        decided = mark_exact_duplicates(decided, "sentence_id", dedup_key)
+    else:
+        decided = decided.withColumn("duplicate_of", F.lit(None).cast("string"))
+    decided = decided.localCheckpoint(eager=True)
+    if cfg.dedup.semantic_sentences:
+        decided = apply_semantic_duplicates(lake, decided, "sentence", "sentence_id")
+    return resolve_duplicate_chains(decided, "sentence_id").localCheckpoint(eager=True)
 
 
 def _count_reasons(stage: StageRun, df: DataFrame, prefix: str) -> int:
@@ -143,8 +268,8 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     with stage_run(lake, cfg, run_id, "extract") as stage:
         stage.rows_in = extract_new(lake, run_id, cfg.sentence_filter.normalise_style)
         decision_columns = ["sha256", "width", "height", "drop_reason", "duplicate_of"]
-        lake.upsert(IMAGES, decide_images(lake, cfg.image_filter), update_columns=decision_columns)
-        lake.upsert(SENTENCES, decide_sentences(lake, cfg.sentence_filter),
+        lake.upsert(IMAGES, decide_images(spark, lake, cfg, run_id, stage), update_columns=decision_columns)
+        lake.upsert(SENTENCES, decide_sentences(spark, lake, cfg, run_id, stage),
                     update_columns=["drop_reason", "duplicate_of"])
         images = lake.read(IMAGES)
         sentences = lake.read(SENTENCES)

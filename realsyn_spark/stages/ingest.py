@@ -4,11 +4,20 @@ Writes `documents` (ordered text/image nodes), `image_blobs` (image bytes that a
 sources) and `ingest_errors` (quarantine). Files already listed in `ingested_sources` with the same
 size and modification time are skipped, and every write is a MERGE on a deterministic key, so a rerun
 (also after a crash half-way) adds nothing twice.
+
+Reading at scale: the driver lists files with `binaryFile` metadata only (path, length, mtime: Spark
+never reads the content for that projection, and the 2 GB content limit does not apply) and cuts every
+large file into splits of about `ingest.split_bytes` (`sources.splits`: WARC by gzip member/record,
+PDF by page range, .jsonl by line, Parquet by row group). Executors stream their split straight from
+storage (`sources.fileio`: local, s3://, gs://, abfss://, hdfs://) and hand results to Spark in small
+chunks, so a task's memory follows one record, not the file. Each split ends with a `split_done`
+marker; a file is recorded in `ingested_sources` only when all its splits reported done, after the
+documents, blobs and errors of the run were written. The parts of a PDF read by several splits are
+joined back into one document, in page order.
 """
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from typing import Iterator
 
@@ -21,13 +30,14 @@ from pyspark.sql import types as T
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.ids import stable_id
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.sources import Blob, Document, SourceError
+from realsyn_spark.sources import Blob, Document
 from realsyn_spark.sources.detect import detect_kind
+from realsyn_spark.sources.splits import Split, count_split_lines, pack_splits, plan_splits, with_first_rows
 from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, INGESTED_SOURCES, NODE, Lake
 
 # One parsed record of any kind; the three tables are projections of it.
 PARSED = T.StructType([
-    T.StructField("record_type", T.StringType(), False),   # document | blob | error
+    T.StructField("record_type", T.StringType(), False),   # document | blob | error | split_done
     T.StructField("source_uri", T.StringType(), False),
     T.StructField("source_kind", T.StringType(), True),
     T.StructField("doc_id", T.StringType(), True),
@@ -42,7 +52,31 @@ PARSED = T.StructType([
     T.StructField("location", T.StringType(), True),
     T.StructField("error_kind", T.StringType(), True),
     T.StructField("reason", T.StringType(), True),
+    T.StructField("part", T.IntegerType(), True),          # document part (PDF page-range split), else 0
+    T.StructField("split_index", T.IntegerType(), True),
+    T.StructField("split_count", T.IntegerType(), True),
 ])
+
+# The split descriptors handed to executors (sources.splits.Split, in field order).
+SPLITS = T.StructType([
+    T.StructField("path", T.StringType(), False),
+    T.StructField("kind", T.StringType(), False),
+    T.StructField("size", T.LongType(), False),
+    T.StructField("split_index", T.IntegerType(), False),
+    T.StructField("split_count", T.IntegerType(), False),
+    T.StructField("start", T.LongType(), False),
+    T.StructField("end", T.LongType(), False),
+    T.StructField("first_row", T.LongType(), False),
+])
+
+# A task hands its output to Spark every this many rows or bytes (image bytes + text), so memory
+# follows one chunk of records, not a whole split.
+FLUSH_ROWS = 256
+FLUSH_BYTES = 32 << 20
+# Spark's own file packing (spark.sql.files.openCostInBytes / maxPartitionBytes defaults): a split costs
+# at least the open cost when tasks are filled, and a task holds at most max(split_bytes, this).
+OPEN_COST_BYTES = 4 << 20
+MAX_TASK_BYTES = 128 << 20
 
 
 def document_id(doc: Document) -> str:
@@ -52,9 +86,11 @@ def document_id(doc: Document) -> str:
 _COLUMNS = [f.name for f in PARSED.fields]
 
 
-def _record_row(rec, path: str) -> dict:
+def _record_row(rec, split: Split) -> dict:
     """One PARSED row; every column present (None, never NaN) so Arrow sees clean object columns."""
-    return {**dict.fromkeys(_COLUMNS), "source_uri": path, **_fields(rec)}
+    part = split.index if split.kind == "pdf" else 0
+    return {**dict.fromkeys(_COLUMNS), "source_uri": split.path, "part": part, "split_index": split.index,
+            "split_count": split.count, **_fields(rec)}
 
 
 def _fields(rec) -> dict:
@@ -71,37 +107,142 @@ def _fields(rec) -> dict:
             "error_kind": rec.kind, "reason": rec.reason}
 
 
-def parse_files(html_base_url: str, max_bytes: int):
-    """mapInPandas body: binaryFile rows (path, length, content) -> parsed records."""
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from realsyn_spark.sources.dispatch import parse_source
+def _weight(rec) -> int:
+    """Rough bytes a parsed record holds, for chunking the task's output."""
+    if isinstance(rec, Blob):
+        return len(rec.data)
+    if isinstance(rec, Document):
+        return sum(len(n.text or "") + len(n.image_url or "") for n in rec.nodes) + 256
+    return 256
 
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
+
+
+def split_records(split: Split, html_base_url: str, max_record_bytes: int,
+                  flush_rows: int = FLUSH_ROWS, flush_bytes: int = FLUSH_BYTES) -> Iterator[pd.DataFrame]:
+    """Parse one split into PARSED frames of bounded size, ending with its `split_done` marker."""
+    from realsyn_spark.sources.splits import parse_split
+
+    rows: list[dict] = []
+    pending = 0
+    for rec in parse_split(split, html_base_url, max_record_bytes):
+        rows.append(_record_row(rec, split))
+        pending += _weight(rec)
+        if len(rows) >= flush_rows or pending >= flush_bytes:
+            yield _frame(rows)
+            rows, pending = [], 0
+    rows.append({**dict.fromkeys(_COLUMNS), "record_type": "split_done", "source_uri": split.path,
+                 "source_kind": split.kind, "split_index": split.index, "split_count": split.count})
+    yield _frame(rows)
+
+
+def parse_splits(html_base_url: str, max_record_bytes: int):
+    """mapInPandas body: split descriptors (SPLITS) -> parsed records (PARSED), streamed per split."""
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in batches:
-            rows = []
-            for path, length, content in zip(frame["path"], frame["length"], frame["content"]):
-                if length > max_bytes:
-                    rows.append(_record_row(SourceError(path, None, "too_large",
-                                                        f"{length} bytes exceeds ingest.max_document_bytes"), path))
-                    continue
-                for rec in parse_source(path, io.BytesIO(content), detect_kind(path), html_base_url):
-                    rows.append(_record_row(rec, path))
-            yield pd.DataFrame(rows, columns=_COLUMNS, dtype=object)
+            for row in frame.itertuples(index=False):
+                split = Split(row.path, row.kind, int(row.size), int(row.split_index), int(row.split_count),
+                              int(row.start), int(row.end), int(row.first_row))
+                yield from split_records(split, html_base_url, max_record_bytes)
     return run
 
 
+def _hadoop_path(uri: str) -> str:
+    """A URI as Hadoop's Path.toString writes it (the `path` column of binaryFile): file:///x -> file:/x."""
+    return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
+
+
 def list_input_files(spark: SparkSession, paths: list[str]) -> DataFrame:
-    """Input files with size and mtime (no content read yet), only the kinds we can parse."""
-    listing = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-               .load(paths).select("path", "length", "modificationTime"))
-    kind = F.udf(detect_kind, T.StringType())
+    """Input files with size and mtime, only the kinds we can parse.
+
+    binaryFile reads no content for this projection (its ReadSchema has no `content`), so files of any
+    size, also over its 2 GB content limit, list. Spark leaves zero-length files out of every scan
+    (SPARK-26161) though they are in the file index; those are added from `inputFiles()` with their
+    status from the Hadoop FileSystem, so an empty input file is reported instead of silently ignored.
+    """
+    frame = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(paths)
+    listing = frame.select("path", "length", "modificationTime")
+    candidates = sorted({_hadoop_path(p) for p in frame.inputFiles() if detect_kind(p)})
+    if candidates:
+        missing = (spark.createDataFrame([(p,) for p in candidates], "path string")
+                   .join(listing.select("path"), "path", "left_anti").collect())
+        if missing:
+            listing = listing.unionByName(spark.createDataFrame(
+                [_file_status(spark, r.path) for r in missing], "path string, length long, modificationTime timestamp"))
+    kind = F.udf(lambda path: detect_kind(path), T.StringType())  # a lambda: no type hints to infer a pandas UDF from
     return (listing.withColumn("source_kind", kind("path")).where(F.col("source_kind").isNotNull())
             .withColumn("modified_ms", (F.col("modificationTime").cast("double") * 1000).cast("long")))
+
+
+def _file_status(spark: SparkSession, path: str) -> tuple:
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    status = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getFileStatus(hadoop_path)
+    modified = dt.datetime.fromtimestamp(status.getModificationTime() / 1000)
+    return path, int(status.getLen()), modified
+
+
+def plan_input_splits(spark: SparkSession, files: list[tuple[str, str, int]], split_bytes: int) -> list[Split]:
+    """Splits of every (path, kind, size); the row numbers of split JSONL files come from a line count
+    over their splits on the executors (only files that are split at all pay for it)."""
+    splits = [s for path, kind, size in files for s in plan_splits(path, kind, size, split_bytes)]
+    jsonl = [tuple(s) for s in splits if s.kind == "obelics_jsonl" and s.count > 1]
+    if jsonl:
+        slices = max(1, min(len(jsonl), spark.sparkContext.defaultParallelism * 2))
+        counted = spark.sparkContext.parallelize(jsonl, slices).map(count_split_lines).collect()
+        splits = with_first_rows(splits, {(path, index): n for path, index, n in counted})
+    return splits
+
+
+def split_frame(spark: SparkSession, splits: list[Split], split_bytes: int) -> tuple[DataFrame, int]:
+    """The splits as a DataFrame with one partition per packed task, and the number of tasks.
+
+    Tasks are filled as Spark fills file partitions (maxSplitBytes): up to
+    min(max(split_bytes, 128 MiB), max(open cost, total / parallelism)) bytes, each split costing at
+    least the open cost (4 MiB, or split_bytes when smaller). So a large file's splits run as separate
+    tasks, small files share one, and there are about as many tasks as cores when the input is small."""
+    parallelism = spark.sparkContext.defaultParallelism
+    open_cost = min(OPEN_COST_BYTES, split_bytes)
+    total = sum(max(s.length, open_cost) for s in splits)
+    target = min(max(split_bytes, MAX_TASK_BYTES), max(open_cost, total // max(1, parallelism)))
+    tasks = [[tuple(s) for s in task] for task in pack_splits(splits, target, open_cost)]
+    rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(lambda task: task)
+    return spark.createDataFrame(rdd, SPLITS), len(tasks)
+
+
+_MERGE_PARTS = """
+    filter(parts, (p, i) -> i = 0 OR p.part != parts[i - 1].part)
+"""
+_NODES = """
+    transform(flatten(transform(parts, p -> p.nodes)),
+              (n, i) -> named_struct('position', i, 'kind', n.kind, 'text', n.text, 'image_url', n.image_url,
+                                     'alt', n.alt, 'page', n.page))
+"""
+
+
+def merged_documents(parsed: DataFrame) -> DataFrame:
+    """One row per doc_id: the parts of a document read by several splits (PDF page ranges) joined in
+    part order with positions renumbered; a part seen twice is kept once."""
+    parts = (parsed.where("record_type = 'document'")
+             .select("doc_id", F.struct("part", "source_uri", "source_kind", "record_offset", "url", "title",
+                                        "metadata", "nodes").alias("p"))
+             .groupBy("doc_id").agg(F.collect_list("p").alias("parts"))
+             .withColumn("parts", F.expr("array_sort(parts, (l, r) -> CASE WHEN l.part < r.part THEN -1 "
+                                         "WHEN l.part > r.part THEN 1 ELSE 0 END)"))
+             .withColumn("parts", F.expr(_MERGE_PARTS)))
+    first = F.col("parts")[0]
+    return parts.select("doc_id", first["source_uri"].alias("source_uri"), first["source_kind"].alias("source_kind"),
+                        first["record_offset"].alias("record_offset"), first["url"].alias("url"),
+                        first["title"].alias("title"), F.expr(_NODES).cast(T.ArrayType(NODE)).alias("nodes"),
+                        first["metadata"].alias("metadata"))
 
 
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     lake = Lake(spark, cfg.lake)
     with stage_run(lake, cfg, run_id, "ingest") as stage:
-        files = list_input_files(spark, cfg.ingest.input_paths)
+        files = list_input_files(spark, cfg.ingest.input_paths).cache()
         seen = lake.read(INGESTED_SOURCES).select("source_uri", "size_bytes", "modified_ms")
         new_files = (files.join(seen, (files.path == seen.source_uri) & (files.length == seen.size_bytes)
                                 & (files.modified_ms == seen.modified_ms), "left_anti").cache())
@@ -109,17 +250,20 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         stage.count("files_skipped_already_ingested", files.count() - stage.rows_in)
         if stage.rows_in == 0:
             stage.rows_out = 0
+            new_files.unpersist()
+            files.unpersist()
             return stage
 
-        paths = [r.path for r in new_files.select("path").collect()]
-        content = (spark.read.format("binaryFile").load(paths)
-                   .repartition(max(1, min(len(paths), spark.sparkContext.defaultParallelism * 2))))
-        parsed = content.mapInPandas(parse_files(cfg.ingest.html_base_url, cfg.ingest.max_document_bytes),
-                                     PARSED).persist(StorageLevel.MEMORY_AND_DISK)
+        listing = [(r.path, r.source_kind, r.length) for r in new_files.select("path", "source_kind", "length").collect()]
+        splits = plan_input_splits(spark, listing, cfg.ingest.split_bytes)
+        split_rows, tasks = split_frame(spark, splits, cfg.ingest.split_bytes)
+        stage.count("splits", len(splits))
+        stage.count("tasks", tasks)
+        parsed = (split_rows.mapInPandas(parse_splits(cfg.ingest.html_base_url, cfg.ingest.max_document_bytes), PARSED)
+                  .persist(StorageLevel.MEMORY_AND_DISK))
         now = F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp")
 
-        docs = parsed.where("record_type = 'document'").withColumn("run_id", F.lit(run_id)) \
-            .withColumn("ingested_at", now).dropDuplicates(["doc_id"])
+        docs = merged_documents(parsed).withColumn("run_id", F.lit(run_id)).withColumn("ingested_at", now)
         lake.merge_insert(DOCUMENTS, docs)
         blobs = (parsed.where("record_type = 'blob'").dropDuplicates(["image_url"])
                  .select("image_url", F.lit("pending").alias("status"), "image_bytes",
@@ -136,22 +280,31 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         lake.merge_insert(INGEST_ERRORS, errors)
 
         per_file = parsed.groupBy("source_uri").agg(
-            F.sum(F.when(F.col("record_type") == "document", 1).otherwise(0)).alias("documents"),
-            F.sum(F.when(F.col("record_type") == "error", 1).otherwise(0)).alias("errors"))
-        # Recorded last: a crash before this line means the files are parsed again and MERGEd onto themselves.
-        sources = (new_files.join(per_file, new_files.path == per_file.source_uri, "left")
+            F.countDistinct(F.when(F.col("record_type") == "document", F.col("doc_id"))).alias("documents"),
+            F.sum(F.when(F.col("record_type") == "error", 1).otherwise(0)).alias("errors"),
+            F.countDistinct(F.when(F.col("record_type") == "split_done", F.col("split_index"))).alias("splits_done"),
+            F.max(F.when(F.col("record_type") == "split_done", F.col("split_count"))).alias("splits")).cache()
+        complete = per_file.where("splits_done = splits")
+        # Recorded last, and only for files whose every split finished: a crash before this line means
+        # the files are parsed again and MERGEd onto themselves.
+        sources = (new_files.join(complete, new_files.path == complete.source_uri, "inner")
                    .select(new_files.path.alias("source_uri"), F.col("length").alias("size_bytes"), "modified_ms",
-                           "source_kind", F.coalesce("documents", F.lit(0)).alias("documents"),
-                           F.coalesce("errors", F.lit(0)).alias("errors"), F.lit(run_id).alias("run_id"),
+                           "source_kind", "documents", "errors", F.lit(run_id).alias("run_id"),
                            now.alias("ingested_at")))
         lake.merge_insert(INGESTED_SOURCES, sources)
 
-        counts = {r.record_type: r["count"] for r in parsed.groupBy("record_type").count().collect()}
-        for kind_row in parsed.where("record_type = 'error'").groupBy("error_kind").count().collect():
-            stage.count(f"error:{kind_row.error_kind}", kind_row["count"])
-        stage.count("documents", counts.get("document", 0))
-        stage.count("blobs", counts.get("blob", 0))
-        stage.rows_out = counts.get("document", 0)
+        documents, files_done = per_file.agg(F.sum("documents"), F.count(F.when(F.col("splits_done") == F.col("splits"), 1))).first()
+        for row in parsed.groupBy("record_type", "error_kind").count().collect():
+            if row.record_type == "error":
+                stage.count(f"error:{row.error_kind}", row["count"])
+            elif row.record_type == "blob":
+                stage.count("blobs", row["count"])
+        stage.count("documents", documents or 0)
+        stage.count("files_ingested", files_done or 0)
+        stage.count("files_incomplete", stage.rows_in - (files_done or 0))
+        stage.rows_out = documents or 0
+        per_file.unpersist()
         parsed.unpersist()
         new_files.unpersist()
+        files.unpersist()
     return stage

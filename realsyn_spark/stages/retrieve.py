@@ -2,9 +2,12 @@
 
 1. Coarse: spherical k-means centroids over a sample of sentence embeddings (driver, FAISS),
    versioned by the exact set of sentences and the model, stored in Delta and broadcast.
+   Default cluster count: n / max(sentences_per_cluster, sqrt(n)) (sub-quadratic total cost).
 2. Every sentence is assigned to its nearest centroid; every image probes its `n_probe` nearest.
-3. Fine: images and sentences are co-partitioned by cluster (cogroup + applyInPandas); inside each
-   cluster an exact inner-product top-k; then the top-k per image is merged across its probes.
+3. Fine: images and sentences are co-partitioned by (cluster, chunk) (cogroup + applyInArrow); a
+   cluster bigger than `max_vectors_per_task` is dealt into chunks and its images replicated to each,
+   so no task holds more sentence vectors than that; inside each chunk an exact inner-product top-k
+   (FAISS), then the top-k per image is merged across chunks and probes.
 
 Incremental: while the sentence set is unchanged, only images without retrievals are searched. A
 changed sentence set makes a new centroid version and a full recompute (which is what a full rebuild
@@ -15,17 +18,19 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from realsyn_spark.clustering import (auto_clusters, content_fingerprint, load_centroids, sample_vectors,
-                                      store_centroids, train_kmeans)
+import numpy as np
+
+from realsyn_spark.clustering import (chunk_plan, content_fingerprint, kmeans_sample_size, load_centroids,
+                                      retrieval_clusters, sample_vectors, store_centroids, train_kmeans)
 from realsyn_spark.config import RealSynConfig, RetrievalConfig
 from realsyn_spark.ids import stable_id
 from realsyn_spark.runlog import StageRun, stage_run
 from realsyn_spark.stages.embed import current_model_id
 from realsyn_spark.tables import IMAGE_EMBEDDINGS, IMAGES, RETRIEVALS, SENTENCE_EMBEDDINGS, SENTENCES, Lake
-from udfs.retrieval import nearest_centroids, search_cluster
+from udfs.retrieval import (ASSIGNED_SENTENCES, CHUNK_MATCHES, PROBED_IMAGES, SearchStats, assign_sentences,
+                            probe_images, search_chunk)
 
 ASSIGNED = "{id} string, cluster_id int, probe_rank int, embedding array<float>"
-MATCHES = "image_id string, sentence_id string, score float, cluster_id int"
 
 
 def kept_sentence_vectors(lake: Lake, model_id: str) -> DataFrame:
@@ -40,26 +45,48 @@ def kept_image_vectors(lake: Lake, model_id: str) -> DataFrame:
     return vectors.join(kept, "image_id")
 
 
+def plan_chunks(sentences: DataFrame, n_sentences: int, centroids: np.ndarray, cfg: RetrievalConfig,
+                sample: np.ndarray | None = None) -> np.ndarray:
+    """Chunks per cluster so that no search task holds more than `max_vectors_per_task` sentences."""
+    if sample is None:
+        size = kmeans_sample_size(cfg.kmeans_sample_size, len(centroids))
+        sample = sample_vectors(sentences, n_sentences, size, cfg.seed + 1)
+    return chunk_plan(sample, centroids, n_sentences, cfg.max_vectors_per_task,
+                      input_tasks=sentences.rdd.getNumPartitions())
+
+
 def hierarchical_search(spark: SparkSession, images: DataFrame, sentences: DataFrame, centroids,
-                        cfg: RetrievalConfig) -> DataFrame:
-    """(image_id, rank, sentence_id, score, cluster_id) for the top_k sentences of every image."""
-    centroids_bc = spark.sparkContext.broadcast(centroids)
+                        cfg: RetrievalConfig, chunks: np.ndarray | None = None, stats=None) -> DataFrame:
+    """(image_id, rank, sentence_id, score, cluster_id) for the top_k sentences of every image.
+
+    Sentences go to their nearest centroid and images to their n_probe nearest; a cluster split into
+    chunks (see `plan_chunks`, computed here when not given) gets each image once per chunk. Each
+    (cluster, chunk) is an exact top-k in one task; the lists are merged per image. `stats`, an
+    accumulator made with `SearchStats()`, receives the largest number of sentences one task held and
+    the number of fine-search dot products.
+    """
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+    if chunks is None:
+        chunks = plan_chunks(sentences, sentences.count(), centroids, cfg)
+    sc = spark.sparkContext
+    centroids_bc, chunks_bc = sc.broadcast(centroids), sc.broadcast(np.asarray(chunks, np.int32))
     n_probe = min(cfg.n_probe, len(centroids))
-    sentence_clusters = sentences.mapInPandas(nearest_centroids(centroids_bc, 1, "sentence_id"),
-                                              ASSIGNED.format(id="sentence_id"))
-    image_probes = images.mapInPandas(nearest_centroids(centroids_bc, n_probe, "image_id"),
-                                      ASSIGNED.format(id="image_id"))
-    matches = (image_probes.groupBy("cluster_id")
-               .cogroup(sentence_clusters.groupBy("cluster_id"))
-               .applyInPandas(search_cluster(cfg.top_k, cfg.min_score), MATCHES))
+    sentence_groups = sentences.select("sentence_id", "embedding").mapInArrow(
+        assign_sentences(centroids_bc, chunks_bc), ASSIGNED_SENTENCES)
+    image_groups = images.select("image_id", "embedding").mapInArrow(
+        probe_images(centroids_bc, chunks_bc, n_probe), PROBED_IMAGES)
+    matches = (image_groups.groupBy("cluster_id", "chunk")
+               .cogroup(sentence_groups.groupBy("cluster_id", "chunk"))
+               .applyInArrow(search_chunk(cfg.top_k, cfg.min_score, centroids.shape[1], stats), CHUNK_MATCHES))
     best_first = Window.partitionBy("image_id").orderBy(F.desc("score"), "sentence_id")
-    return (matches.withColumn("rank", F.row_number().over(best_first)).where(F.col("rank") <= cfg.top_k)
+    return (matches.drop("group_sentences").withColumn("rank", F.row_number().over(best_first))
+            .where(F.col("rank") <= cfg.top_k)
             .select("image_id", F.col("rank").cast("int"), "sentence_id", "score", "cluster_id"))
 
 
 def centroid_version(model_id: str, fingerprint: tuple[int, int], cfg: RetrievalConfig) -> str:
     return stable_id("retrieval", model_id, fingerprint, cfg.n_clusters, cfg.sentences_per_cluster,
-                     cfg.kmeans_sample_size, cfg.kmeans_iterations, cfg.seed, length=16)
+                     cfg.kmeans_sample_size, cfg.kmeans_iterations, cfg.seed, "k=n/max(spc,sqrt n)", length=16)
 
 
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
@@ -78,9 +105,10 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         version = centroid_version(model_id, fingerprint, rcfg)
         centroids = load_centroids(lake, version, "retrieval")
         full_recompute = centroids is None
+        sample = None
         if full_recompute:
-            k = auto_clusters(n_sentences, rcfg.sentences_per_cluster, rcfg.n_clusters)
-            sample = sample_vectors(sentences, n_sentences, rcfg.kmeans_sample_size, rcfg.seed)
+            k = retrieval_clusters(n_sentences, rcfg.sentences_per_cluster, rcfg.n_clusters)
+            sample = sample_vectors(sentences, n_sentences, kmeans_sample_size(rcfg.kmeans_sample_size, k), rcfg.seed)
             centroids = train_kmeans(sample, k, rcfg.kmeans_iterations, rcfg.seed)
             store_centroids(lake, version, "retrieval", centroids, model_id)
             todo = images
@@ -89,7 +117,9 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
                                .select("image_id").distinct(), "image_id", "left_anti")
         todo = todo.cache()
         stage.rows_in = todo.count()
-        result = (hierarchical_search(spark, todo, sentences, centroids, rcfg)
+        chunks = plan_chunks(sentences, n_sentences, centroids, rcfg, sample)
+        stats = spark.sparkContext.accumulator(SearchStats.empty(), SearchStats())
+        result = (hierarchical_search(spark, todo, sentences, centroids, rcfg, chunks=chunks, stats=stats)
                   .withColumn("centroid_version", F.lit(version)).withColumn("run_id", F.lit(run_id)))
         if full_recompute:
             lake.overwrite(RETRIEVALS, result)
@@ -98,6 +128,9 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         stage.count("clusters", len(centroids))
         stage.count("sentences", n_sentences)
         stage.count("full_recompute", int(full_recompute))
+        stage.count("clusters_split", int((chunks > 1).sum()))
+        stage.count("max_sentences_per_task", int(stats.value["max_sentences"]))
+        stage.count("fine_dot_products", int(stats.value["pairs"]))
         stage.rows_out = lake.read(RETRIEVALS).where(F.col("centroid_version") == version).count()
         todo.unpersist()
         sentences.unpersist()

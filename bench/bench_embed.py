@@ -1,0 +1,156 @@
+"""Images/s of the CLIP embedding UDF through Spark vs a bare single-process open_clip loop.
+
+    python bench/bench_embed.py                                  # ViT-S-32, 2000 JPEGs of ~256 px, 2 threads
+    python bench/bench_embed.py --model tiny-clip --images 4000  # the tests' tiny random-weight config
+    python bench/bench_embed.py --device cuda --batch-size 256   # on a GPU machine
+
+Both sides embed the same encoded JPEGs (smooth random content, 256 px on the short side, 256-384 px
+wide) with the same model (random weights: no model hub needed) and the same number of CPU threads:
+
+* bare loop: one process, torch.set_num_threads(--threads), decode + preprocess + forward per batch,
+  sequentially, with open_clip's own preprocessing; model creation is not timed;
+* Spark: local[--threads] (one task per core, one torch thread per task, as on a cluster), the images
+  in a Parquet file, `udfs.clip_embed.image_embedder` through mapInPandas exactly as the embed stage
+  runs it, results written to Spark's no-op sink. Run twice: the first run includes starting Python
+  workers and loading the model in each; the second reuses them (steady state). Measured with the
+  configured prefetch and with prefetch 0 (decode inline).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+
+def jpegs(n: int, size: int, seed: int = 0) -> list[bytes]:
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        width = int(size * rng.uniform(1.0, 1.5))
+        base = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize((width, size), Image.BICUBIC)
+        detail = Image.fromarray(rng.integers(0, 40, (size, width, 3), dtype=np.uint8))
+        img = Image.blend(img, detail, 0.15).filter(ImageFilter.SMOOTH)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=88)
+        out.append(buf.getvalue())
+    return out
+
+
+def model_cfg(args) -> dict:
+    from importlib import resources
+
+    config_path = None
+    if args.model == "tiny-clip":
+        config_path = str(resources.files("realsyn_spark").joinpath("resources/tiny-clip.json"))
+    return {"model": args.model, "pretrained": None, "checkpoint_path": None, "model_config_path": config_path,
+            "allow_random_weights": True, "device": args.device, "batch_size": args.batch_size,
+            "torch_threads": None, "precision": "auto", "prefetch_batches": args.prefetch,
+            "storage_dtype": "float32"}
+
+
+def bare_loop(args, images: list[bytes]) -> tuple[float, np.ndarray]:
+    import open_clip
+    import torch
+    from PIL import Image
+
+    cfg = model_cfg(args)
+    if cfg["model_config_path"]:
+        open_clip.add_model_config(cfg["model_config_path"])
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=None)
+    model = model.eval().to(args.device)
+    cuda = args.device.startswith("cuda")
+    out = []
+    with torch.inference_mode():  # warm-up batch, not timed
+        model.encode_image(torch.stack([preprocess(Image.open(io.BytesIO(b)).convert("RGB"))
+                                        for b in images[:args.batch_size]]).to(args.device))
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for lo in range(0, len(images), args.batch_size):
+        pixels = torch.stack([preprocess(Image.open(io.BytesIO(b)).convert("RGB"))
+                              for b in images[lo:lo + args.batch_size]]).to(args.device)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+            vec = model.encode_image(pixels).float()
+        vec = torch.nn.functional.normalize(vec, dim=-1)
+        out.append(vec.cpu().numpy())
+    if cuda:
+        torch.cuda.synchronize()
+    return len(images) / (time.perf_counter() - start), np.concatenate(out)
+
+
+def spark_runs(args, images: list[bytes]):
+    import pandas as pd
+
+    from realsyn_spark.config import load_config
+    from realsyn_spark.session import local_session_builder
+    from udfs.clip_embed import image_embedder
+
+    work = Path(tempfile.mkdtemp(prefix="realsyn-bench-embed-"))
+    cfg = load_config()
+    spark = (local_session_builder(cfg, master=f"local[{args.threads}]")
+             .config("spark.driver.memory", "2g").config("spark.sql.warehouse.dir", str(work / "wh"))
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    path = str(work / "images.parquet")
+    frame = pd.DataFrame({"image_id": [f"img{i:07d}" for i in range(len(images))], "image_bytes": images})
+    spark.createDataFrame(frame, "image_id string, image_bytes binary").repartition(args.threads * 4) \
+        .write.mode("overwrite").parquet(path)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size * 4))  # as the stage
+    results = []
+    for label, prefetch in (("cold (worker start + model load)", args.prefetch), ("warm", args.prefetch),
+                            ("warm, prefetch 0", 0)):
+        embed_cfg = {**model_cfg(args), "prefetch_batches": prefetch}
+        df = (spark.read.parquet(path).repartition(spark.sparkContext.defaultParallelism)
+              .mapInPandas(image_embedder(embed_cfg), "image_id string, model_id string, embedding array<float>"))
+        start = time.perf_counter()
+        df.write.format("noop").mode("overwrite").save()
+        results.append((f"{label}, prefetch {prefetch}" if "prefetch 0" not in label else label,
+                        len(images) / (time.perf_counter() - start)))
+    check = (spark.read.parquet(path).limit(64)
+             .mapInPandas(image_embedder(model_cfg(args)), "image_id string, model_id string, embedding array<float>")
+             .toPandas().sort_values("image_id"))
+    spark.stop()
+    return results, check
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=256, help="short side of the JPEGs in pixels")
+    parser.add_argument("--model", default="ViT-S-32", help="open_clip model name, or tiny-clip")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    images = jpegs(args.images, args.size)
+    print(f"{len(images)} JPEGs, short side {args.size} px, mean {np.mean([len(b) for b in images]) / 1024:.0f} KiB; "
+          f"model {args.model} (random weights), batch {args.batch_size}, {args.threads} threads, {args.device}",
+          flush=True)
+    bare, bare_vectors = bare_loop(args, images)
+    print(f"bare open_clip loop: {bare:.1f} images/s", flush=True)
+    runs, check = spark_runs(args, images)
+    for label, rate in runs:
+        print(f"Spark UDF, {label}: {rate:.1f} images/s  ratio to bare loop {rate / bare:.2f}")
+    got = np.stack(check.embedding.to_numpy())
+    ids = [int(i[3:]) for i in check.image_id]
+    print(f"same vectors as the bare loop (first {len(ids)} images): max abs difference "
+          f"{np.abs(got - bare_vectors[ids]).max():.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Stage 3b: semantic redundancy — images and sentences whose CLIP embeddings nearly coincide.
+
+Runs after `embed` (it needs the vectors) and before `retrieve`. Candidates are the rows that pass every
+other rule (kept, or already `semantic_duplicate`) and have a vector for the current model. The same
+implementation serves both modalities (`dedup.semantic_duplicate_groups`: k-means, then union-find per
+cluster; the member nearest each group's centroid is kept). The decisions are stored in
+`semantic_duplicates` (which `extract` re-applies, so reruns agree) and written to `images` /
+`sentences` for the rows whose decision changed; `duplicate_of` chains are resolved to the kept row.
+"""
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from realsyn_spark.config import RealSynConfig
+from realsyn_spark.dedup import resolve_duplicate_chains, semantic_duplicate_groups
+from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.stages.embed import current_model_id
+from realsyn_spark.tables import (IMAGE_EMBEDDINGS, IMAGES, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCES,
+                                  Lake)
+
+log = logging.getLogger("realsyn")
+
+MODALITIES = {
+    # kind: (table, embeddings table, id column, threshold setting, enabled setting)
+    "image": (IMAGES, IMAGE_EMBEDDINGS, "image_id", "image_threshold", "semantic_images"),
+    "sentence": (SENTENCES, SENTENCE_EMBEDDINGS, "sentence_id", "text_threshold", "semantic_sentences"),
+}
+
+
+def semantic_candidates(lake: Lake, kind: str, model_id: str) -> DataFrame:
+    table, vectors, id_col, *_ = MODALITIES[kind]
+    rows = lake.read(table).where("drop_reason IS NULL OR drop_reason = 'semantic_duplicate'").select(id_col)
+    return (lake.read(vectors).where(F.col("model_id") == model_id).select(id_col, "embedding")
+            .join(rows, id_col))
+
+
+def decide(spark: SparkSession, lake: Lake, cfg: RealSynConfig, kind: str, model_id: str, run_id: str,
+           stage: StageRun) -> DataFrame:
+    """Semantic duplicate rows of one modality (the `semantic_duplicates` schema)."""
+    _, _, id_col, threshold_key, _ = MODALITIES[kind]
+    d = cfg.dedup
+    groups, counters = semantic_duplicate_groups(
+        spark, semantic_candidates(lake, kind, model_id), id_col, getattr(d, threshold_key), d.items_per_cluster,
+        d.n_clusters, d.kmeans_sample_size, d.kmeans_iterations, d.seed)
+    for key, value in counters.items():
+        stage.count(f"{kind}_{key}", value)
+    return (groups.withColumn("kind", F.lit(kind)).withColumn("model_id", F.lit(model_id))
+            .withColumn("run_id", F.lit(run_id)))
+
+
+def _same_decisions(lake: Lake, new: DataFrame) -> bool:
+    cols = ["kind", "item_id", "representative_id"]
+    old = lake.read(SEMANTIC_DUPLICATES).select(*cols)
+    new = new.select(*cols)
+    return old.exceptAll(new).limit(1).count() == 0 and new.exceptAll(old).limit(1).count() == 0
+
+
+def apply_decisions(lake: Lake, kind: str, semantic: DataFrame) -> int:
+    """Write the semantic decisions of one modality into its table (changed rows only)."""
+    table, _, id_col, *_ = MODALITIES[kind]
+    rows = lake.read(table).select(id_col, "drop_reason", "duplicate_of")
+    sem = semantic.where(F.col("kind") == kind).select(F.col("item_id").alias(id_col), F.col("representative_id").alias("_rep"))
+    candidate = F.col("drop_reason").isNull() | (F.col("drop_reason") == "semantic_duplicate")
+    is_dup = candidate & F.col("_rep").isNotNull()
+    decided = (rows.join(sem, id_col, "left")
+               .withColumn("duplicate_of", F.when(is_dup, F.col("_rep"))
+                           .when(candidate, F.lit(None).cast("string")).otherwise(F.col("duplicate_of")))
+               .withColumn("drop_reason", F.when(is_dup, F.lit("semantic_duplicate"))
+                           .when(candidate, F.lit(None).cast("string")).otherwise(F.col("drop_reason")))
+               .drop("_rep"))
+    decided = resolve_duplicate_chains(decided, id_col).localCheckpoint(eager=True)
+    lake.upsert(table, lake.read(table).drop("drop_reason", "duplicate_of").join(decided, id_col),
+                update_columns=["drop_reason", "duplicate_of"])
+    return decided.where(F.col("drop_reason") == "semantic_duplicate").count()
+
+
+def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
+    lake = Lake(spark, cfg.lake)
+    with stage_run(lake, cfg, run_id, "dedup") as stage:
+        model_id = current_model_id(cfg.embed)
+        random_weights = ":random-seed" in model_id
+        parts = []
+        for kind, (_, _, _, _, enabled_key) in MODALITIES.items():
+            if not getattr(cfg.dedup, enabled_key):
+                stage.count(f"{kind}_disabled", 1)
+                continue
+            if random_weights and cfg.dedup.on_random_weights == "skip":
+                log.warning("SEMANTIC DEDUP OF %sS SKIPPED: the CLIP vectors come from random weights (%s); "
+                            "set dedup.on_random_weights=run to force it", kind.upper(), model_id)
+                stage.count(f"{kind}_skipped_random_weights", 1)
+                continue
+            parts.append(decide(spark, lake, cfg, kind, model_id, run_id, stage))
+        semantic = parts[0] if parts else spark.createDataFrame([], SEMANTIC_DUPLICATES.schema)
+        for part in parts[1:]:
+            semantic = semantic.unionByName(part)
+        semantic = lake.conform(SEMANTIC_DUPLICATES, semantic).localCheckpoint(eager=True)
+        stage.rows_in = sum(semantic_candidates(lake, kind, model_id).count() for kind in MODALITIES)
+        if not _same_decisions(lake, semantic):
+            lake.overwrite(SEMANTIC_DUPLICATES, semantic)
+        kept = 0
+        for kind in MODALITIES:
+            table, _, id_col, *_ = MODALITIES[kind]
+            marked = lake.read(table).where("drop_reason = 'semantic_duplicate'").limit(1).count()
+            if marked or semantic.where(F.col("kind") == kind).limit(1).count():
+                dropped = apply_decisions(lake, kind, semantic)
+            else:
+                dropped = 0                        # nothing to mark and nothing to unmark
+            stage.count(f"{kind}s:semantic_duplicate", dropped)
+            kept += lake.read(table).where("drop_reason IS NULL").count()
+        stage.rows_out = kept
+    return stage

@@ -1,0 +1,145 @@
+"""CLIP embedding UDF pieces with the tiny random-weight model: cache, normalisation, model id, float16
+storage, prefetching, and the Spark path end to end."""
+import io
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY_CLIP
+from udfs import clip_embed
+from udfs.retrieval import arrow_vectors, binary_vectors
+
+CFG = {"model": "tiny-clip", "pretrained": None, "checkpoint_path": None, "model_config_path": TINY_CLIP,
+       "allow_random_weights": True, "device": "cpu", "batch_size": 4, "torch_threads": 1,
+       "precision": "auto", "prefetch_batches": 2, "storage_dtype": "float32"}
+
+
+def _images(n=11, seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((160 + 8 * i, 120), Image.BILINEAR)
+        buf = io.BytesIO()
+        img.save(buf, "PNG" if i % 4 == 3 else "JPEG", quality=90)
+        out.append(buf.getvalue())
+    out.insert(5, b"not an image at all")
+    return out
+
+
+def test_model_cached_per_process_and_config():
+    a = clip_embed.load_clip(CFG)
+    assert clip_embed.load_clip(dict(CFG)) is a
+    assert clip_embed.load_clip({**CFG, "batch_size": 99, "prefetch_batches": 0}) is a  # not model settings
+    assert a.model_id == "tiny-clip:random-seed0" and a.random_weights and a.dim == 64
+
+
+def test_model_id_names_weights():
+    assert clip_embed.model_id_for({"model": "ViT-B-32", "pretrained": "openai"}, False) == "ViT-B-32:openai"
+    assert clip_embed.model_id_for({"model": "ViT-B-32", "checkpoint_path": "/ck/epoch_5.pt"}, False) == \
+        "ViT-B-32:file:epoch_5.pt"
+    assert clip_embed.model_id_for({"model": "ViT-B-32", "pretrained": "openai"}, True) == "ViT-B-32:random-seed0"
+
+
+def test_vectors_are_unit_norm_and_bad_images_skipped():
+    bundle = clip_embed.load_clip(CFG)
+    images = _images()
+    kept, vectors = bundle.embed_images(images, 4)
+    assert kept == [i for i in range(len(images)) if i != 5]
+    assert vectors.shape == (len(images) - 1, 64) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    texts = bundle.embed_texts(["a dog on a bench", "two cats", "a red car parked outside"], 2)
+    assert texts.shape == (3, 64) and np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+
+
+def test_prefetch_path_equals_sequential_path():
+    bundle = clip_embed.load_clip(CFG)
+    images = _images()
+    kept0, seq = bundle.embed_images(images, 4, prefetch=0)
+    for depth in (1, 3):
+        kept, pre = bundle.embed_images(images, 4, prefetch=depth)
+        assert kept == kept0
+        np.testing.assert_array_equal(pre, seq)
+
+
+def test_prefetched_propagates_errors_and_stops_early():
+    def failing():
+        yield 1
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        list(clip_embed.prefetched(failing(), 2))
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = clip_embed.prefetched(endless(), 2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # joins the producer
+    assert len(produced) <= 3 + 2 + 2
+    assert list(clip_embed.prefetched(iter(range(5)), 0)) == list(range(5))
+
+
+def test_float16_storage_is_exact_half_and_travels_as_half():
+    bundle = clip_embed.load_clip(CFG)
+    _, vectors = bundle.embed_images(_images(), 4)
+    half = clip_embed.to_storage(vectors, "float16")
+    assert half.dtype == np.float32
+    np.testing.assert_array_equal(half.astype(np.float16).astype(np.float32), half)
+    assert np.abs(half - vectors).max() < 1e-3
+    assert np.allclose(np.linalg.norm(half, axis=1), 1, atol=2e-3)
+    assert clip_embed.to_storage(vectors, "float32") is vectors
+    # retrieval's shuffle carries exactly-half vectors as 2 bytes per value, losslessly
+    packed = binary_vectors(half)
+    assert len(packed[0].as_py()) == 2 * 64
+    np.testing.assert_array_equal(arrow_vectors(packed, 64), half)
+    packed32 = binary_vectors(vectors)
+    assert len(packed32[0].as_py()) == 4 * 64
+    np.testing.assert_array_equal(arrow_vectors(packed32, 64), vectors)
+
+
+def test_autocast_choice():
+    import torch
+
+    assert clip_embed.autocast_dtype("cuda", "auto") is torch.float16
+    assert clip_embed.autocast_dtype("cuda:1", "bf16") is torch.bfloat16
+    assert clip_embed.autocast_dtype("cpu", "auto") is None
+    assert clip_embed.autocast_dtype("cpu", "fp16") is None
+    assert clip_embed.autocast_dtype("cuda", "fp32") is None
+
+
+def test_spark_udf_matches_direct_embedding_and_reuses_model(spark):
+    images = _images(23, seed=1)
+    frame = pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(len(images))], "image_bytes": images})
+    df = spark.createDataFrame(frame, "image_id string, image_bytes binary").repartition(3)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
+    try:
+        for storage in ("float32", "float16"):
+            cfg = {**CFG, "storage_dtype": storage}
+            got = (df.mapInPandas(clip_embed.image_embedder(cfg), "image_id string, model_id string, embedding array<float>")
+                   .toPandas().sort_values("image_id"))
+            bundle = clip_embed.load_clip(cfg)
+            kept, expected = bundle.embed_images(images, 4)
+            assert got.image_id.tolist() == [f"img{i:03d}" for i in kept]
+            assert set(got.model_id) == {"tiny-clip:random-seed0"}
+            # batches are formed differently across partitions: equal up to float rounding
+            np.testing.assert_allclose(np.stack(got.embedding.to_numpy()), clip_embed.to_storage(expected, storage),
+                                       atol=2e-3 if storage == "float16" else 1e-5)
+
+        def who(batches):
+            for b in batches:
+                bundle = clip_embed.load_clip(CFG)
+                yield pd.DataFrame({"pid": [os.getpid()] * len(b), "model": [id(bundle)] * len(b)})
+
+        seen = spark.range(0, 40, numPartitions=8).mapInPandas(who, "pid long, model long").toPandas()
+        assert (seen.groupby("pid").model.nunique() == 1).all()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
