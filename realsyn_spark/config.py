@@ -70,8 +70,8 @@ class ImageFilterConfig(_Section):
     near_dedup: bool = True
     phash_max_distance: int = Field(6, ge=0, le=64)
     phash_core_fraction: Optional[float] = Field(0.8, gt=0.0, le=1.0)
-    phash_blocks: int = Field(5, ge=1, le=64)
-    phash_key_blocks: int = Field(2, ge=1, le=64)
+    phash_blocks: int = Field(6, ge=1, le=64)
+    phash_key_blocks: int = Field(3, ge=1, le=64)
     phash_bucket_window: int = Field(64, ge=1)
 
     @model_validator(mode="after")

@@ -72,8 +72,9 @@ def test_union_find_cluster_groups_keep_member_nearest_centroid():
 
 def test_lsh_finds_every_pair_within_the_guaranteed_distance(spark):
     rng = np.random.default_rng(3)
-    n_blocks, key_blocks = 5, 2
-    guaranteed = n_blocks - key_blocks                    # 3 bits
+    icfg = load_config().image_filter
+    n_blocks, key_blocks = icfg.phash_blocks, icfg.phash_key_blocks
+    guaranteed = n_blocks - key_blocks                    # 3 bits with the defaults
     rows, truth = [], set()
     for g in range(150):
         base = int(rng.integers(0, 2**63)) * (1 if g % 2 else -1)
@@ -88,16 +89,16 @@ def test_lsh_finds_every_pair_within_the_guaranteed_distance(spark):
     items = spark.createDataFrame(rows, "image_id string, phash bigint, phash_core bigint")
     pairs = {(r.a, r.b) for r in dedup.near_duplicate_candidates(items, "image_id", n_blocks, key_blocks, 64).collect()}
     assert truth <= pairs
-    assert len(pairs) < 2 * len(truth)                    # random 64-bit hashes rarely share a ~26-bit key
+    assert len(pairs) < 2 * len(truth)                    # random 64-bit hashes rarely share a ~32-bit key
 
 
 def test_a_huge_bucket_costs_window_pairs_per_row_and_stays_connected(spark):
     n, window = 80, 8
     items = spark.createDataFrame([(f"i{i:04d}", 12345, 12345, 1) for i in range(n)],
                                   "image_id string, phash bigint, phash_core bigint, area bigint")
-    pairs = dedup.near_duplicate_candidates(items, "image_id", 5, 2, window)
+    pairs = dedup.near_duplicate_candidates(items, "image_id", 6, 3, window)
     assert pairs.count() <= n * window
-    groups, counters = dedup.near_duplicate_groups(items, "image_id", 6, 5, 2, window)
+    groups, counters = dedup.near_duplicate_groups(items, "image_id", 6, 6, 3, window)
     assert groups.select("representative").distinct().count() == 1 and groups.count() == n
 
 

@@ -143,3 +143,21 @@ def test_spark_udf_matches_direct_embedding_and_reuses_model(spark):
         assert (seen.groupby("pid").model.nunique() == 1).all()
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_paths_match_cpu():
+    cpu = clip_embed.load_clip(CFG)
+    images = _images(37, seed=2)
+    kept, reference = cpu.embed_images(images, 8)
+    fp32 = clip_embed.load_clip({**CFG, "device": "cuda", "precision": "fp32"})
+    assert fp32.device == "cuda" and fp32 is not cpu
+    np.testing.assert_allclose(fp32.embed_images(images, 8)[1], reference, atol=1e-4)
+    for precision in ("auto", "bf16"):  # auto = fp16 autocast on CUDA
+        bundle = clip_embed.load_clip({**CFG, "device": "cuda", "precision": precision})
+        kept0, seq = bundle.embed_images(images, 8, prefetch=0)
+        kept2, pre = bundle.embed_images(images, 8, prefetch=2)   # pinned batches + background decode
+        assert kept0 == kept2 == kept
+        np.testing.assert_array_equal(pre, seq)
+        np.testing.assert_allclose(seq, reference, atol=3e-2)
+        assert np.allclose(np.linalg.norm(seq, axis=1), 1, atol=1e-4)

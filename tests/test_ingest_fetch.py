@@ -161,7 +161,6 @@ def fetched(spark, server, tmp_path_factory):
     ingest.run(spark, cfg, "run-1")
     first = fetch.run(spark, cfg, "run-1")
     requests_after_first = Counter(server.requests)
-    ingest.run(spark, cfg, "run-2")
     second = fetch.run(spark, cfg, "run-2")
     return base, lake, first, second, requests_after_first, Counter(server.requests)
 

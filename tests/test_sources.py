@@ -699,6 +699,25 @@ def test_uncompressed_warc_splits(tmp_path):
     assert len([k for k in whole if k[0] == "doc"]) == 4  # the record after the one without a length survives
 
 
+def crawl_record(n: int) -> bytes:
+    """A record with Common Crawl's header order: Content-Length is not the last header."""
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + page_html(f"P{n}", f"<p>Crawled page {n} text.</p>")
+    headers = (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Date: 2024-03-01T12:00:00Z\r\n"
+               b"WARC-Record-ID: <urn:uuid:00000000-0000-4000-8000-%012d>\r\nContent-Length: %d\r\n"
+               b"Content-Type: application/http; msgtype=response\r\nWARC-Target-URI: http://cc.example/%d\r\n\r\n"
+               % (n, len(http), n))
+    return headers + http + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_splits_find_records_whatever_the_header_order(tmp_path, compressed):
+    records = [crawl_record(n) for n in range(5)]
+    data = b"".join(member(r) for r in records) if compressed else b"".join(records)
+    path = write(tmp_path, "cc.warc.gz" if compressed else "cc.warc", data)
+    whole = assert_same_records(path, "warc", [1, 150, 700])
+    assert len([k for k in whole if k[0] == "doc"]) == 5
+
+
 def test_payload_quoting_a_warc_header_line_does_not_start_a_split(tmp_path):
     quoted = page_html("WARC", "<pre>\nWARC/1.0\r\nthis line only looks like a record\n</pre><p>Quoted text.</p>")
     records = [warc_record(f"http://site.example/q{n}.html", quoted, "text/html") for n in range(3)]
@@ -820,3 +839,17 @@ def test_fileio_opens_local_paths_and_file_uris(tmp_path):
         with fileio.local_file(uri) as local:
             assert local == path
     assert fileio.is_local("dbfs:/mnt/x") and not fileio.is_local("s3a://bucket/key")
+
+
+@pytest.mark.parametrize("uri, scheme, path", [
+    ("s3a://bucket/dir/a%20b.warc.gz", "s3", "bucket/dir/a b.warc.gz"),
+    ("gs://bucket/k.pdf", "gs", "bucket/k.pdf"),
+    ("abfss://container@account.dfs.core.windows.net/dir/x.warc", "abfss", "container/dir/x.warc"),
+    ("hdfs://namenode:8020/data/x.jsonl", "hdfs", "/data/x.jsonl"),
+])
+def test_fileio_maps_hadoop_uris_to_pyarrow_paths(uri, scheme, path):
+    from urllib.parse import urlsplit  # no filesystem is created: that would contact the store
+
+    parts = urlsplit(uri)
+    assert fileio._path_in(fileio._SCHEME_ALIASES.get(parts.scheme, parts.scheme), parts) == path
+    assert fileio._SCHEME_ALIASES.get(parts.scheme, parts.scheme) == scheme

@@ -76,8 +76,10 @@ def decoded_batches(items: Iterable[tuple[object, bytes]], preprocess: Callable,
                     pin: bool = False) -> Iterator[tuple[list, "torch.Tensor"]]:
     """Decode + preprocess into (keys, pixel tensor) batches of at most batch_size images.
 
-    Memory is bounded by one batch of pixels plus the image being decoded; images are converted to
-    RGB after a draft-mode downscale where the format allows it (JPEG decodes at 1/2..1/8 scale).
+    Memory is bounded by one batch of pixels plus the image being decoded. A JPEG at least 4x the
+    model input on both sides is decoded at a reduced DCT scale (1/2..1/8) that still leaves it 2x the
+    input or more, so the preprocessing's antialiased resize still makes the final reduction: a huge
+    photo never expands to full size in memory, and images up to 4x the input decode unchanged.
     """
     import torch
     from PIL import Image
@@ -88,7 +90,7 @@ def decoded_batches(items: Iterable[tuple[object, bytes]], preprocess: Callable,
         try:
             with Image.open(io.BytesIO(data)) as img:
                 if size and img.format == "JPEG":
-                    img.draft(None, (size, size))  # decode at the smallest DCT scale still >= the input
+                    img.draft(None, (2 * size, 2 * size))
                 tensors.append(preprocess(img.convert("RGB")))
                 keys.append(key)
         except Exception as exc:  # an undecodable image is skipped, not fatal

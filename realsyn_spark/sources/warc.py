@@ -1,9 +1,11 @@
 """WARC / ARC (optionally gzip) -> Documents for HTML pages, Blobs for image records, SourceErrors.
 
 warcio stops for good at the first corrupt record (its generator is dead after raising). On a seekable
-stream this parser resynchronises: it scans forward for the next plausible record start (a gzip member
-header, a `WARC/1.x` line or an ARC header line) and restarts warcio there, so one bad gzip member
-costs one record, not the rest of the file. On an unseekable stream it reports the error and stops.
+stream this parser resynchronises: it scans forward for the next record start (`is_record_start`: a
+gzip member that inflates to a record header, or a `WARC/1.x` / ARC header line with a well-formed
+header) and restarts warcio there, so one bad gzip member costs one record, not the rest of the file.
+On an unseekable stream it reports the error and stops. A WARC record without WARC-Type or a numeric
+Content-Length is reported as malformed instead of being read to the end of the file.
 
 Splits (Hadoop-style, so one large file is read by many tasks and every record by exactly one of them):
 `parse_warc(..., start, end)` reads the records that *begin* in the byte range [start, end). A split
@@ -46,7 +48,7 @@ _WARC_RECORD_START = re.compile(rb"(?:^|\n)(WARC/1\.[01]\r?\n)")
 _ARC_RECORD_START = re.compile(rb"(?:^|\n)([a-z][a-z0-9+.-]*://\S+ \S+ \d{14} \S+ \d+\r?\n)", re.IGNORECASE)
 _ARC_HEADER_LINE = re.compile(rb"^[a-z][a-z0-9+.-]*://\S+ \S+ \d{14} \S+ \d+\r?\n", re.IGNORECASE)
 _WARC_VERSION_LINE = re.compile(rb"^WARC/1\.[01]\r?\n")
-_WARC_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*\d+[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_WARC_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*\d+[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _WARC_TYPE = re.compile(rb"^warc-type:[ \t]*\S", re.IGNORECASE | re.MULTILINE)
 _HEADER_BLOCK_END = re.compile(rb"\r?\n\r?\n")
 # How far a record-start check looks: a WARC header block or the first line of an ARC record.
@@ -65,8 +67,9 @@ class _Failure:
     offset: int
     kind: str
     reason: str
-    # A resync start that fails before its first record was a false candidate, not a new corruption;
-    # a failure right after a record with a wrong Content-Length is fallout already reported.
+    # Records the pass read before failing. A failure right after a record with a wrong Content-Length
+    # is fallout already reported. (Resync candidates are checked by `is_record_start` first, so a
+    # failure there is a real bad record, not a false candidate.)
     records_seen: int
     follows_bad_length: bool
 

@@ -73,10 +73,9 @@ SPLITS = T.StructType([
 # follows one chunk of records, not a whole split.
 FLUSH_ROWS = 256
 FLUSH_BYTES = 32 << 20
-# Spark's own file packing (spark.sql.files.openCostInBytes / maxPartitionBytes defaults): a split costs
-# at least the open cost when tasks are filled, and a task holds at most max(split_bytes, this).
+# Spark's own file packing (spark.sql.files.openCostInBytes default): a split costs at least this much
+# when small files are packed into tasks.
 OPEN_COST_BYTES = 4 << 20
-MAX_TASK_BYTES = 128 << 20
 
 
 def document_id(doc: Document) -> str:
@@ -199,14 +198,14 @@ def plan_input_splits(spark: SparkSession, files: list[tuple[str, str, int]], sp
 def split_frame(spark: SparkSession, splits: list[Split], split_bytes: int) -> tuple[DataFrame, int]:
     """The splits as a DataFrame with one partition per packed task, and the number of tasks.
 
-    Tasks are filled as Spark fills file partitions (maxSplitBytes): up to
-    min(max(split_bytes, 128 MiB), max(open cost, total / parallelism)) bytes, each split costing at
-    least the open cost (4 MiB, or split_bytes when smaller). So a large file's splits run as separate
-    tasks, small files share one, and there are about as many tasks as cores when the input is small."""
+    A task reads at most about `split_bytes`: every split of a large file is a task of its own, and
+    small files are packed together as Spark packs file partitions, up to
+    min(split_bytes, max(open cost, total / parallelism)) with each file costing at least the open
+    cost (4 MiB, or split_bytes when smaller), so that a small input still uses every core."""
     parallelism = spark.sparkContext.defaultParallelism
     open_cost = min(OPEN_COST_BYTES, split_bytes)
     total = sum(max(s.length, open_cost) for s in splits)
-    target = min(max(split_bytes, MAX_TASK_BYTES), max(open_cost, total // max(1, parallelism)))
+    target = min(split_bytes, max(open_cost, total // max(1, parallelism)))
     tasks = [[tuple(s) for s in task] for task in pack_splits(splits, target, open_cost)]
     rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(lambda task: task)
     return spark.createDataFrame(rdd, SPLITS), len(tasks)
