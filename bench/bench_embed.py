@@ -152,6 +152,16 @@ def spark_runs(args, images: list[bytes]):
     check = (spark.read.parquet(path).limit(64)
              .mapInPandas(image_embedder(model_cfg(args)), "image_id string, model_id string, embedding array<float>")
              .toPandas().sort_values("image_id"))
+    # embed.storage_dtype: the same array<float> column written to Delta at float32 and float16 values
+    for storage in ("float32", "float16"):
+        target = str(work / f"delta_{storage}")
+        (spark.read.parquet(path)
+         .mapInPandas(image_embedder({**model_cfg(args), "storage_dtype": storage}),
+                      "image_id string, model_id string, embedding array<float>")
+         .coalesce(1).write.format("delta").mode("overwrite").save(target))
+        values = spark.read.format("delta").load(target).selectExpr("sum(size(embedding))").first()[0]
+        size = sum(f.stat().st_size for f in Path(target).glob("*.parquet"))
+        results.append((f"Delta bytes per stored value, storage_dtype {storage}", size / values))
     spark.stop()
     return results, check
 
@@ -181,6 +191,9 @@ def main(argv=None) -> None:
     reference = (bare + bare_after) / 2
     where = "UDF body in-process" if args.no_spark else "Spark UDF"
     for label, rate in runs:
+        if label.startswith("Delta bytes"):
+            print(f"{label}: {rate:.2f}")
+            continue
         print(f"{where}, {label}: {rate:.1f} images/s  ratio to the bare loop (mean of both) {rate / reference:.2f}")
     got = np.stack(check.embedding.to_numpy())
     ids = [int(i[3:]) for i in check.image_id]

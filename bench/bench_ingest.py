@@ -129,7 +129,7 @@ def _peak_rss_mb() -> float:
 def child_warcio(path: str) -> dict:
     from warcio.archiveiterator import ArchiveIterator
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     records = pages = content_bytes = 0
     with open(path, "rb") as handle:
         for record in ArchiveIterator(handle):
@@ -138,8 +138,8 @@ def child_warcio(path: str) -> dict:
             content_bytes += len(data)
             if record.http_headers is not None and "html" in (record.http_headers.get_header("Content-Type") or ""):
                 pages += 1
-    return {"seconds": time.perf_counter() - start, "records": records, "pages": pages,
-            "content_bytes": content_bytes, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, "records": records,
+            "pages": pages, "content_bytes": content_bytes, "peak_rss_mb": _peak_rss_mb()}
 
 
 def child_parse(path: str, kind: str) -> dict:
@@ -148,7 +148,7 @@ def child_parse(path: str, kind: str) -> dict:
 
     import_rss = _peak_rss_mb()
     size = os.path.getsize(path)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     counts = {"documents": 0, "blobs": 0, "errors": 0, "nodes": 0}
     for record in parse_split(Split(path, kind, size, 0, 1, 0, size), max_record_bytes=50_000_000):
         if isinstance(record, Document):
@@ -158,7 +158,8 @@ def child_parse(path: str, kind: str) -> dict:
             counts["blobs"] += 1
         elif isinstance(record, SourceError):
             counts["errors"] += 1
-    return {"seconds": time.perf_counter() - start, **counts, "rss_after_imports_mb": import_rss,
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu, **counts,
+            "rss_after_imports_mb": import_rss,
             "peak_rss_mb": _peak_rss_mb(), "file_mb": size / 2**20}
 
 
@@ -203,31 +204,54 @@ def spark_measurements(warc: Path, pages: int, cores: int, split_mb: int, workdi
     def parse_and_report(batches):
         import resource as _resource
 
+        cpu = time.process_time()
         documents = 0
         for out in body(batches):
             documents += int((out["record_type"] == "document").sum())
-        yield pd.DataFrame({"documents": [documents],
+        yield pd.DataFrame({"documents": [documents], "cpu_seconds": [time.process_time() - cpu],
                             "peak_rss_mb": [_resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024],
                             "pid": [os.getpid()]})
 
-    schema = T.StructType([T.StructField("documents", T.LongType()), T.StructField("peak_rss_mb", T.DoubleType()),
-                           T.StructField("pid", T.LongType())])
+    schema = T.StructType([T.StructField("documents", T.LongType()), T.StructField("cpu_seconds", T.DoubleType()),
+                           T.StructField("peak_rss_mb", T.DoubleType()), T.StructField("pid", T.LongType())])
     start = time.perf_counter()
     rows = frame.mapInPandas(parse_and_report, schema).collect()
     seconds = time.perf_counter() - start
-    documents = sum(r.documents for r in rows)
+    documents, task_cpu = sum(r.documents for r in rows), sum(r.cpu_seconds for r in rows)
     print(f"spark executor parse   local[{cores}], {len(splits)} splits of {split_mb} MiB in {tasks} tasks: "
-          f"{documents} documents in {seconds:.1f} s = {documents / seconds / cores:.1f} documents/s per core; "
-          f"Python worker peak RSS max {max(r.peak_rss_mb for r in rows):.0f} MiB "
-          f"(per task: {sorted(round(r.peak_rss_mb) for r in rows)})")
+          f"{documents} documents in {seconds:.1f} s wall = {documents / seconds / cores:.1f} documents/s per core "
+          f"(wall); {documents / task_cpu:.1f} documents per CPU-second of the Python tasks; Python worker peak RSS "
+          f"max {max(r.peak_rss_mb for r in rows):.0f} MiB (per task: {sorted(round(r.peak_rss_mb) for r in rows)})")
 
+    cpu_before = _tree_cpu_seconds()
     start = time.perf_counter()
     stage = ingest.run(spark, cfg, "bench")
     seconds = time.perf_counter() - start
+    cpu = _tree_cpu_seconds() - cpu_before if cpu_before is not None else None
+    per_cpu = f"; {stage.rows_out / cpu:.1f} documents per CPU-second of all processes (driver, JVM, workers)" \
+        if cpu else ""
     print(f"spark ingest stage     local[{cores}] with Delta writes: {stage.rows_out} documents, "
-          f"{stage.counters.get('blobs', 0)} blobs in {seconds:.1f} s = {stage.rows_out / seconds / cores:.1f} "
-          f"documents/s per core (splits={stage.counters.get('splits')}, tasks={stage.counters.get('tasks')})")
+          f"{stage.counters.get('blobs', 0)} blobs in {seconds:.1f} s wall = {stage.rows_out / seconds / cores:.1f} "
+          f"documents/s per core (wall){per_cpu} (splits={stage.counters.get('splits')}, "
+          f"tasks={stage.counters.get('tasks')})")
     spark.stop()
+
+
+def _tree_cpu_seconds():
+    """CPU seconds used so far by this process and all its live descendants (the JVM, Python workers)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,17 +285,20 @@ def main() -> None:
             records = write_warc(path, pages, args.seed)
             print(f"generated {path.name}: {pages} pages, {records} records, {path.stat().st_size / 2**20:.1f} MiB "
                   f"in {time.perf_counter() - start:.1f} s")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
+          "(CPU-second rates do not depend on other load; wall rates do)")
 
     base = run_child("warcio", str(big))
-    print(f"warcio only (1 process)  {base['records']} records, {base['pages']} pages in {base['seconds']:.1f} s = "
-          f"{base['pages'] / base['seconds']:.0f} pages/s ({base['records'] / base['seconds']:.0f} records/s), "
-          f"peak RSS {base['peak_rss_mb']:.0f} MiB")
+    base_rate = base["pages"] / base["cpu_seconds"]
+    print(f"warcio only (1 process)  {base['records']} records, {base['pages']} pages in {base['seconds']:.1f} s wall, "
+          f"{base['cpu_seconds']:.1f} s CPU = {base_rate:.0f} pages per CPU-second "
+          f"({base['pages'] / base['seconds']:.0f} pages/s wall), peak RSS {base['peak_rss_mb']:.0f} MiB")
     ours = run_child("parse", str(big), "warc")
-    rate = ours["documents"] / ours["seconds"]
+    rate = ours["documents"] / ours["cpu_seconds"]
     print(f"parse_split (1 process)  {ours['documents']} documents, {ours['blobs']} blobs, {ours['errors']} errors "
-          f"in {ours['seconds']:.1f} s = {rate:.1f} documents/s per core = "
-          f"{rate / (base['pages'] / base['seconds']):.3f} x warcio-only ({(base['pages'] / base['seconds']) / rate:.0f}x slower)")
+          f"in {ours['seconds']:.1f} s wall, {ours['cpu_seconds']:.1f} s CPU = {rate:.1f} documents per CPU-second "
+          f"({ours['documents'] / ours['seconds']:.1f}/s wall) = {rate / base_rate:.3f} x warcio-only "
+          f"({base_rate / rate:.1f}x slower)")
     small_run = run_child("parse", str(small), "warc")
     whole = run_child("read_whole", str(big))
     print(f"memory, WARC            peak RSS {small_run['peak_rss_mb']:.0f} MiB for {small_run['file_mb']:.1f} MiB "
@@ -291,6 +318,7 @@ def main() -> None:
 
     if not args.skip_spark:
         spark_measurements(big, args.pages, args.cores, args.split_mb, workdir)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,35 @@ BLOCK = 4096          # rows generated per seeded block
 N_SUPER, N_TOPICS = 256, 8192
 
 
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """CPU seconds (user + system) of a process and all its live descendants, including the children
+    they reaped: here the Spark driver, its JVM and the JVM's Python workers. On a shared machine wall
+    time depends on the load; CPU time much less."""
+    root = os.getpid() if root is None else root
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, spent = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent[int(entry)] = int(fields[1])
+        spent[int(entry)] = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += spent.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total / tick
+
+
 # ----------------------------------------------------------------------------------- synthetic data
 
 def topic_model(seed: int, dim: int):
@@ -158,6 +187,7 @@ def spark_phase(args) -> dict:
                      .select("sentence_id", "embedding"))
         images = spark.read.parquet(str(work / "images.parquet")).select("image_id", "embedding")
         result_path = str(work / f"result_{n}_p{probes}.parquet")
+        cpu0 = tree_cpu_seconds()
         t0 = time.time()
         k = retrieval_clusters(n, rcfg.sentences_per_cluster, args.n_clusters or rcfg.n_clusters)
         sample = sample_vectors(sentences, n, kmeans_sample_size(rcfg.kmeans_sample_size, k), rcfg.seed)
@@ -170,16 +200,18 @@ def spark_phase(args) -> dict:
         (hierarchical_search(spark, images, sentences, centroids, rcfg, chunks=chunks, stats=stats)
          .write.mode("overwrite").parquet(result_path))
         t3 = time.time()
+        cpu = tree_cpu_seconds() - cpu0
         np.save(work / f"centroids_{n}_p{probes}.npy", centroids)
         run = {"n": n, "n_probe": probes, "k": k, "sample": int(len(sample)), "iterations": rcfg.kmeans_iterations,
                "max_vectors_per_task": rcfg.max_vectors_per_task, "clusters_split": int((chunks > 1).sum()),
                "chunks": int(chunks.sum()), "sample_s": t1 - t0, "train_s": t2 - t1, "search_s": t3 - t2,
-               "total_s": t3 - t0, **stats.value, "result": result_path}
+               "total_s": t3 - t0, "cpu_s": cpu, **stats.value, "result": result_path, "load": os.getloadavg()[0]}
         out["runs"].append(run)
-        print(f"spark n={n:,} n_probe={probes} k={k}: total {run['total_s']:.1f} s (sample {run['sample_s']:.1f}, "
+        print(f"spark n={n:,} n_probe={probes} k={k}: total {run['total_s']:.1f} s wall, {cpu:.0f} CPU s "
+              f"(sample {run['sample_s']:.1f}, "
               f"k-means {run['train_s']:.1f}, assign+search+merge+write {run['search_s']:.1f}); "
               f"largest task {run['max_sentences']:,} sentences (limit {rcfg.max_vectors_per_task:,}), "
-              f"{run['clusters_split']} clusters split", flush=True)
+              f"{run['clusters_split']} clusters split (load average {run['load']:.1f})", flush=True)
     spark.stop()
     return out
 
@@ -214,9 +246,13 @@ def read_vectors(path: str, rows: np.ndarray | None, total: int, dim: int) -> tu
 
 def exact_phase(args) -> dict:
     import faiss
-    from threadpoolctl import threadpool_limits
 
-    threadpool_limits(args.threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+    except ImportError:  # numpy's BLAS then uses every core
+        pass
     faiss.omp_set_num_threads(args.threads)
     work = Path(args.work_dir)
     rng = np.random.default_rng(args.seed + 7)
@@ -232,7 +268,7 @@ def exact_phase(args) -> dict:
     best_i = np.zeros((len(queries), 3), np.int64)
     truth = {}
     cuts = sorted(set(list(range(0, args.sentences, args.chunk)) + sizes + [args.sentences]))
-    t = time.time()
+    t, c = time.time(), time.process_time()
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         scores = queries @ corpus[lo:hi].T
         part = np.argpartition(-scores, 2, axis=1)[:, :3]
@@ -242,14 +278,16 @@ def exact_phase(args) -> dict:
         best_s, best_i = np.take_along_axis(cand_s, order, axis=1), np.take_along_axis(cand_i, order, axis=1)
         if hi in sizes:
             truth[hi] = (best_s.copy(), best_i.copy())
-    numpy_s = time.time() - t
+    numpy_s, numpy_cpu = time.time() - t, time.process_time() - c
 
-    t = time.time()
+    t, c = time.time(), time.process_time()
     faiss_scores, faiss_index = faiss.knn(queries, corpus, 3, metric=faiss.METRIC_INNER_PRODUCT)
-    faiss_s = time.time() - t
+    faiss_s, faiss_cpu = time.time() - t, time.process_time() - c
     agree = float(np.mean(np.sort(faiss_index, axis=1) == np.sort(best_i, axis=1)))
 
     stats = {"load_s": load_s, "numpy_s": numpy_s, "faiss_s": faiss_s, "sample": len(queries),
+             "numpy_cpu": numpy_cpu, "faiss_cpu": faiss_cpu,
+             "load": os.getloadavg()[0],
              "faiss_numpy_agreement": agree, "top1_cos": float(best_s[:, 0].mean()),
              "top3_cos": float(best_s[:, 2].mean()),
              "random_pair_cos": float((queries[:500] @ corpus[:2000].T).mean()), "sizes": {}}
@@ -289,27 +327,31 @@ def exact_phase(args) -> dict:
 def report(args, spark: dict, exact: dict) -> None:
     base_name = "faiss" if exact["faiss_s"] <= exact["numpy_s"] else "numpy"
     base_sample_s = min(exact["faiss_s"], exact["numpy_s"])
-    per_image = base_sample_s / exact["sample"]
+    base_sample_cpu = exact[f"{base_name}_cpu"]
     print()
     print(f"exact search in one process ({args.threads} threads), {exact['sample']:,} sampled images x "
-          f"{args.sentences:,} sentences: faiss.knn {exact['faiss_s']:.1f} s, numpy chunked matmul+top-k "
-          f"{exact['numpy_s']:.1f} s (agreement {exact['faiss_numpy_agreement']:.4f}); baseline = {base_name}; "
-          f"loading the corpus took {exact['load_s']:.1f} s (not counted)")
+          f"{args.sentences:,} sentences: faiss.knn {exact['faiss_s']:.1f} s wall / {exact['faiss_cpu']:.0f} CPU s, "
+          f"numpy chunked matmul+top-k {exact['numpy_s']:.1f} s / {exact['numpy_cpu']:.0f} CPU s "
+          f"(same neighbours: {exact['faiss_numpy_agreement']:.4f}); baseline = the faster, {base_name}; "
+          f"loading the corpus took {exact['load_s']:.1f} s (not counted); load average {exact['load']:.1f}")
     print(f"data: mean cosine image->top1 {exact['top1_cos']:.3f}, ->top3 {exact['top3_cos']:.3f}, "
           f"random image-sentence {exact['random_pair_cos']:.3f}")
     print()
-    print("| sentences | n_probe | clusters | Spark wall s | exact (scaled to all images) s | speed-up | "
-          "recall@3 Spark | dots/image fine+probe | incl. assignment+k-means | brute force/image | saving |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("Exact = the baseline's time on the sample x (images / sample) x (n / largest n). Speed-up = exact / Spark,")
+    print("in wall time and in CPU time (the machine is shared: CPU time is the steadier figure).")
+    print("| sentences | n_probe | clusters | Spark wall s | Spark CPU s | exact wall s | exact CPU s | speed-up wall | "
+          "speed-up CPU | recall@3 | dots/image (probe+fine) | incl. assignment+k-means | brute force | saving |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in spark["runs"]:
         n, p = run["n"], run["n_probe"]
-        exact_all = per_image * args.images * n / args.sentences  # exact cost scales with corpus size too
+        scale = args.images / exact["sample"] * n / args.sentences
+        exact_wall, exact_cpu = base_sample_s * scale, base_sample_cpu * scale
         rec = exact["sizes"][str(n)][str(p)]["recall_spark"]
         fine = run["pairs"] / args.images + run["k"]
         amortised = fine + (n * run["k"] + run["sample"] * run["k"] * run["iterations"]) / args.images
-        print(f"| {n:,} | {p} | {run['k']:,} | {run['total_s']:.1f} | {exact_all:.0f} | "
-              f"{exact_all / run['total_s']:.1f}x | {rec:.4f} | {fine:,.0f} | {amortised:,.0f} | {n:,} | "
-              f"{n / fine:.0f}x ({n / amortised:.0f}x amortised) |")
+        print(f"| {n:,} | {p} | {run['k']:,} | {run['total_s']:.0f} | {run['cpu_s']:.0f} | {exact_wall:.0f} | "
+              f"{exact_cpu:.0f} | {exact_wall / run['total_s']:.1f}x | {exact_cpu / run['cpu_s']:.1f}x | {rec:.4f} | "
+              f"{fine:,.0f} | {amortised:,.0f} | {n:,} | {n / fine:.0f}x ({n / amortised:.0f}x amortised) |")
     print()
     print("recall@3 vs n_probe (from the centroids of each run, same sampled images):")
     for run in spark["runs"]:
@@ -317,12 +359,14 @@ def report(args, spark: dict, exact: dict) -> None:
         print(f"  n={run['n']:,} k={run['k']:,}: " + ", ".join(f"p={p}: {v:.4f}" for p, v in curve.items()))
     main_runs = [r for r in spark["runs"] if r["n_probe"] == spark["n_probe"]]
     if len(main_runs) > 1:
-        a, b = main_runs[0], main_runs[-1]
-        growth = b["total_s"] / a["total_s"]
-        size = b["n"] / a["n"]
         print()
-        print(f"scaling: {a['n']:,} -> {b['n']:,} sentences ({size:.0f}x): wall time x{growth:.2f} "
-              f"(linear x{size:.0f}, quadratic x{size * size:.0f}); exponent {math.log(growth) / math.log(size):.2f}")
+        a = main_runs[0]
+        for b in main_runs[1:]:
+            size = b["n"] / a["n"]
+            print(f"scaling {a['n']:,} -> {b['n']:,} sentences ({size:.0f}x; linear x{size:.0f}, quadratic "
+                  f"x{size * size:.0f}): wall x{b['total_s'] / a['total_s']:.2f} (exponent "
+                  f"{math.log(b['total_s'] / a['total_s']) / math.log(size):.2f}), CPU x{b['cpu_s'] / a['cpu_s']:.2f} "
+                  f"(exponent {math.log(b['cpu_s'] / a['cpu_s']) / math.log(size):.2f})")
 
 
 def main(argv=None) -> None:
@@ -362,7 +406,9 @@ def main(argv=None) -> None:
     # each phase in a fresh process, so the Spark JVM's heap and the 4 GB exact corpus never coexist
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
     for phase in ("spark", "exact"):
-        subprocess.run([sys.executable, __file__, *passthrough, "--phase", phase], check=True)
+        # passive OpenMP waits: spinning threads would add CPU time to the baseline on a busy machine
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if phase == "exact" else None
+        subprocess.run([sys.executable, __file__, *passthrough, "--phase", phase], check=True, env=env)
     report(args, json.loads((work / "spark.json").read_text()), json.loads((work / "exact.json").read_text()))
 
 

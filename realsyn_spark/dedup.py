@@ -14,7 +14,6 @@ sentences, connected components in Spark, and the provenance of kept rows.
 from __future__ import annotations
 
 import logging
-from typing import Iterator
 
 import numpy as np
 import pandas as pd

@@ -44,6 +44,20 @@ def test_model_id_names_weights():
     assert clip_embed.model_id_for({"model": "ViT-B-32", "pretrained": "openai"}, True) == "ViT-B-32:random-seed0"
 
 
+def test_local_checkpoint_loads_and_is_named(tmp_path):
+    import torch
+
+    reference = clip_embed.load_clip(CFG)
+    path = tmp_path / "tiny-epoch3.pt"
+    torch.save(reference.model.state_dict(), path)
+    cfg = {**CFG, "checkpoint_path": str(path), "allow_random_weights": False}
+    bundle = clip_embed.load_clip(cfg)
+    assert bundle is not reference and not bundle.random_weights
+    assert bundle.model_id == "tiny-clip:file:tiny-epoch3.pt"
+    images = _images(6)
+    np.testing.assert_allclose(bundle.embed_images(images, 4)[1], reference.embed_images(images, 4)[1], atol=1e-6)
+
+
 def test_vectors_are_unit_norm_and_bad_images_skipped():
     bundle = clip_embed.load_clip(CFG)
     images = _images()

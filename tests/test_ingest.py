@@ -239,3 +239,15 @@ def test_listing_reads_no_content_so_files_over_2gb_list(spark, tmp_path):
         handle.truncate(3 * 1024 ** 3)  # sparse: no disk used; binaryFile content would fail at 2 GB
     rows = ingest.list_input_files(spark, [str(tmp_path)]).collect()
     assert [(file_name(r.path), r.length, r.source_kind) for r in rows] == [("huge.warc.gz", 3 * 1024 ** 3, "warc")]
+
+
+def test_a_split_streams_its_output_in_bounded_chunks_ending_with_its_marker(tmp_path):
+    from realsyn_spark.sources.splits import plan_splits
+
+    write(tmp_path, "w.warc.gz", b"".join(doc_page(n) for n in range(7)))
+    path = str(tmp_path / "w.warc.gz")
+    split = plan_splits(path, "warc", (tmp_path / "w.warc.gz").stat().st_size, 1 << 20)[0]
+    frames = list(ingest.split_records(split, "http://localhost/", 1000, flush_rows=3))
+    assert [len(f) for f in frames] == [3, 3, 2]
+    assert list(frames[-1]["record_type"])[-1] == "split_done"
+    assert sum((f["record_type"] == "document").sum() for f in frames) == 7
