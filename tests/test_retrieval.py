@@ -99,7 +99,12 @@ def test_arrow_vectors_roundtrip_list_and_binary():
     packed = binary_vectors(x)
     np.testing.assert_array_equal(arrow_vectors(packed, 5), x)
     np.testing.assert_array_equal(arrow_vectors(packed.slice(1, 4), 5), x[1:5])
-    assert arrow_vectors(binary_vectors(x.astype(np.float16).astype(np.float32)), 5).dtype == np.float32
+    half = x.astype(np.float16).astype(np.float32)
+    assert arrow_vectors(binary_vectors(half), 5).dtype == np.float32
+    # float16-stored and float32-stored rows can meet in one shuffle batch
+    mixed = pa.concat_arrays([binary_vectors(half[:3]), binary_vectors(x[3:])])
+    np.testing.assert_array_equal(arrow_vectors(mixed, 5), np.concatenate([half[:3], x[3:]]))
+    np.testing.assert_array_equal(arrow_vectors(mixed.slice(2, 3), 5), np.concatenate([half[2:3], x[3:5]]))
     with pytest.raises(ValueError):
         arrow_vectors(pa.array([[1.0, 2.0], [1.0]], type=pa.list_(pa.float32())))
     with pytest.raises(ValueError):

@@ -161,13 +161,24 @@ def arrow_vectors(column, dim: int | None = None) -> np.ndarray:
             raise ValueError("decoding binary vectors needs the dimension")
         offsets = np.frombuffer(column.buffers()[1], np.int64 if pa.types.is_large_binary(kind) else np.int32,
                                 count=n + 1, offset=column.offset * (8 if pa.types.is_large_binary(kind) else 4))
-        width = int(offsets[1] - offsets[0])
-        if width not in (2 * dim, 4 * dim) or int(offsets[-1] - offsets[0]) != n * width:
-            raise ValueError("binary vectors of unexpected or mixed widths in one batch")
-        raw = np.frombuffer(column.buffers()[2], np.uint8, count=n * width, offset=int(offsets[0]))
-        if width == 2 * dim:
-            return raw.view(np.float16).reshape(n, dim).astype(np.float32)
-        return raw.view(np.float32).reshape(n, dim).copy()
+        widths = np.diff(offsets)
+        if not np.isin(widths, (2 * dim, 4 * dim)).all():
+            raise ValueError(f"binary vectors of unexpected widths for dimension {dim}")
+        raw = np.frombuffer(column.buffers()[2], np.uint8, count=int(offsets[-1] - offsets[0]),
+                            offset=int(offsets[0]))
+        width = int(widths[0])
+        if (widths == width).all():
+            kind = np.float16 if width == 2 * dim else np.float32
+            return raw.view(kind).reshape(n, dim).astype(np.float32)
+        # rows from float16-stored and float32-stored vectors met in one batch: decode each kind
+        out = np.empty((n, dim), np.float32)
+        starts = offsets[:-1] - offsets[0]
+        for width, kind in ((2 * dim, np.float16), (4 * dim, np.float32)):
+            rows = np.nonzero(widths == width)[0]
+            if len(rows):
+                picked = raw[starts[rows][:, None] + np.arange(width)]
+                out[rows] = picked.view(kind).reshape(len(rows), dim)
+        return out
     raise TypeError(f"unsupported embedding column type {kind}")
 
 
