@@ -170,7 +170,7 @@ def render_png(rows: list[tuple], path: str | Path) -> Path | None:
         ax.set_ylabel("fraction of the first step")
         ax.set_title(f"{modality}: rows remaining per step")
         ax.legend(loc="upper right", fontsize=8)
-        notes = sorted({r[11] for r in rows if r[0] == modality and r[11]})
+        notes = sorted({f"{r[3]}: {r[11]}" for r in rows if r[0] == modality and r[3] != "*" and r[11]})
         if notes:
             ax.text(0.0, -0.22, "\n".join(notes), transform=ax.transAxes, fontsize=7, va="top", color="#a33")
     fig.suptitle("Real-World Data Extraction funnel vs RealSyn (336M->285M->198M images; "

@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 from realsyn_spark import funnel
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.tables import Lake
+from realsyn_spark.tables import FUNNEL, Lake
 
 log = logging.getLogger("realsyn")
 
@@ -30,5 +30,5 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
                 stage.count(f"{row[0]}:remaining_after_{row[2]}", row[5])
         stage.rows_in = sum(r[4] + r[5] for r in rows if r[3] == "*" and r[1] == 0)
         stage.rows_out = len(rows)
-        log.info("funnel report:\n%s%s", funnel.render_table(rows), f"\nchart: {png}" if png else "")
+        log.info("funnel report: %d rows in %s%s", len(rows), lake.location(FUNNEL), f", chart {png}" if png else "")
     return stage
