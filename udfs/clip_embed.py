@@ -1,7 +1,13 @@
 """CLIP (open_clip) embedding of images and texts inside executors.
 
-`load_clip` caches one model per Python worker process. Random-weight fallback is seeded, so that
-every executor builds the *same* random model and the vectors stay comparable across tasks.
+`load_clip` caches one model per Python worker process (and device). Random-weight fallback is seeded,
+so that every executor builds the *same* random model and the vectors stay comparable across tasks.
+
+Images are decoded and preprocessed in the UDF in bounded batches (`decoded_batches`), optionally by a
+background thread a few batches ahead of the model (`prefetched`); on CUDA the batches are pinned and
+copied asynchronously, the forward pass runs under fp16/bf16 autocast (`embed.precision`), and the task
+uses the GPU Spark assigned to it. Vectors are L2-normalised and, with `embed.storage_dtype: float16`,
+rounded to float16 values (see `to_storage`). docs/gpu.md has the cluster settings.
 """
 from __future__ import annotations
 
