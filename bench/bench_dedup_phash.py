@@ -133,8 +133,6 @@ def main() -> None:
                         help="config override, e.g. --set image_filter.phash_key_blocks=3")
     args = parser.parse_args()
 
-    from pyspark.sql import functions as F
-
     from realsyn_spark.config import load_config
     from realsyn_spark.dedup import near_duplicate_groups
     from realsyn_spark.session import local_session_builder

@@ -17,7 +17,6 @@ sentences/s.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import sys

@@ -138,6 +138,15 @@ PLURAL_THINGS = (
 CONNECTORS = ("and then", "before she", "after that they", "and later")
 
 # Sentences each text rule must drop.
+# Grammatical, with an action and a relation (they pass the CAT rule), but made only of words that are
+# rare in the corpus, so their information entropy (sum of -p log2 p over corpus word frequencies) is far
+# below 0.3: the kind of jargon line (part numbers, product names) the paper's entropy rule removes.
+LOW_ENTROPY_SENTENCES = (
+    "Technicians calibrated Mirelda spectrometers using Qorvane firmware.",
+    "Engineers bolted Tarvex hinges onto Quillmore cabinets.",
+    "Zentrix installers mounted Kelvorn brackets beneath Dravish consoles.",
+    "Brixwell couriers delivered Fyrnwald gaskets to Ostrava depots.",
+)
 EMOJI_SENTENCES = (
     "We loved every minute of the boat trip along the coast \U0001F600.",
     "The view from the top of the hill was simply amazing \U0001F304.",
@@ -228,8 +237,9 @@ def _lower_first(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 NORMAL, SMALL, WIDE, TALL, DUPLICATE, UNDECODABLE = "normal", "small", "wide", "tall", "duplicate", "undecodable"
+NEAR_DUPLICATE = "near_duplicate"  # another image resized and re-encoded: new bytes, same picture
 BLOCKED_HOST = "blocked_host"  # URL-only image: no bytes anywhere in the corpus
-IMAGE_CASES = (SMALL, WIDE, TALL, DUPLICATE, UNDECODABLE)
+IMAGE_CASES = (SMALL, WIDE, TALL, DUPLICATE, NEAR_DUPLICATE, UNDECODABLE)
 
 
 @dataclass
@@ -294,10 +304,22 @@ class ImageMaker:
             image.save(buffer, "PNG", optimize=False)
         return buffer.getvalue()
 
+    def _near_copy(self, url: str, original: ImageAsset, alt: Optional[str]) -> ImageAsset:
+        """The original scaled to 80-90% and saved as a low-quality JPEG, as re-hosting sites do: the
+        bytes differ (exact dedup misses it), the perceptual hash stays within a few bits."""
+        with Image.open(io.BytesIO(original.data)) as image:
+            scale = self.rng.uniform(0.8, 0.9)
+            width, height = max(100, round(image.width * scale)), max(100, round(image.height * scale))
+            buffer = io.BytesIO()
+            image.convert("RGB").resize((width, height), Image.LANCZOS).save(buffer, "JPEG", quality=45)
+        return ImageAsset(url, buffer.getvalue(), "jpeg", NEAR_DUPLICATE, width, height, alt)
+
     def make(self, url: str, case: str = NORMAL, alt: Optional[str] = None) -> ImageAsset:
         if case == DUPLICATE:
             original = self.rng.choice([a for a in self.made if a.case == NORMAL])
             asset = ImageAsset(url, original.data, original.fmt, DUPLICATE, original.width, original.height, alt)
+        elif case == NEAR_DUPLICATE:
+            asset = self._near_copy(url, self.rng.choice([a for a in self.made if a.case == NORMAL]), alt)
         elif case == UNDECODABLE:
             asset = ImageAsset(url, self.rng.randbytes(self.rng.randint(600, 3000)), "garbage", UNDECODABLE, alt=alt)
         else:
@@ -314,6 +336,7 @@ def image_case_for(index: int) -> str:
         return NORMAL  # duplicates need some originals first
     for case, (modulus, remainder) in (
         (UNDECODABLE, (61, 30)), (SMALL, (23, 5)), (WIDE, (29, 7)), (TALL, (31, 9)), (DUPLICATE, (19, 3)),
+        (NEAR_DUPLICATE, (17, 12)),
     ):
         if index % modulus == remainder:
             return case
@@ -385,6 +408,8 @@ class CorpusBuilder:
             specials.append(("long", self.words.long_sentence()))
         if doc_index % 3 == 0:
             specials.append(("boilerplate", rng.choice(BOILERPLATE_SENTENCES)))
+        if doc_index % 8 == 5:
+            specials.append(("low_entropy", LOW_ENTROPY_SENTENCES[(doc_index // 8) % len(LOW_ENTROPY_SENTENCES)]))
         return specials
 
     def _paragraphs(self, count: int, doc_index: int, emoji_ok: bool, extra: tuple[str, ...]) -> list[list[str]]:
@@ -773,7 +798,7 @@ def _summary(builder: CorpusBuilder, out_dir: str, seed: int, scale: int) -> dic
             "distinct": len(occurrences),
             "repeated_occurrences": sum(n - 1 for n in occurrences.values()),
             **{case: ledger.sentence_cases.get(case, 0)
-               for case in ("emoji", "url", "short", "long", "boilerplate", "windows_1252")},
+               for case in ("emoji", "url", "short", "long", "boilerplate", "low_entropy", "windows_1252")},
         },
         "damaged": {
             "warc/broken.warc.gz": {"good_pages": BROKEN_WARC_GOOD_PAGES, "bad_members": 2},

@@ -118,8 +118,11 @@ DATASET = TableSpec("dataset", _schema(
     ("text2", S, True), ("score2", F, True), ("sentence_id2", S, True),
     ("text3", S, True), ("score3", F, True), ("sentence_id3", S, True),
     ("syn_text", S, True), ("similarity", F, True), ("cluster_id", I, True), ("cluster_rank", I, True),
-    ("scales", T.ArrayType(I, True), True), ("run_id", S, False),
-), ("image_id",), "the exported dataset: one row per image with realistic and synthetic texts")
+    ("scales", T.ArrayType(I, True), True),
+    ("source_doc_ids", T.ArrayType(S, True), True), ("source_image_urls", T.ArrayType(S, True), True),
+    ("run_id", S, False),
+), ("image_id",), "the exported dataset: one row per image with realistic and synthetic texts, and every "
+   "document and URL the image stood for (itself and its exact, near and semantic duplicates)")
 
 RUN_LOG = TableSpec("run_log", _schema(
     ("run_id", S, False), ("stage", S, False), ("started_at", TS, False), ("ended_at", TS, False),

@@ -5,8 +5,13 @@ rule-based segmenter in the Punkt style: split after . ! ? (and closing quotes/b
 whitespace and an upper-case letter, digit, opening quote or a brand name like "eBay", except after known
 abbreviations, initials and decimal numbers — unless the abbreviation is one that often ends sentences
 ("etc.", "U.S.") and a frequent sentence starter follows. Measured on a 48-paragraph hand-labelled set
-(tests/segmentation_gold.py; bench/bench_filters_segmentation.py prints precision/recall). The regexes below are written in the subset Java and Python share, so the same
-rule runs as a Spark expression (`rlike`) and in Python tests.
+(tests/segmentation_gold.py; bench/bench_filters_segmentation.py prints precision/recall). The regexes
+below are written in the subset Java and Python share, so the same rule runs as a Spark expression
+(`rlike`) and in Python tests.
+
+Why not Spark NLP's rule-based SentenceDetector (the other offline choice): it needs its own jar
+(`spark-nlp_2.13`) on every cluster and a DocumentAssembler -> SentenceDetector pipeline per job, for
+rules of the same kind; this segmenter needs nothing beyond Spark and is tested line by line in Python.
 """
 from __future__ import annotations
 

@@ -60,9 +60,9 @@ def test_each_filter_rule_dropped_something(spark, runs):
     counters = _log(spark, lake, first)["extract"].counters
     for rule in ("images:min_side", "images:aspect_ratio", "images:exact_duplicate", "images:unavailable",
                  "sentences:emoji", "sentences:url", "sentences:min_words", "sentences:max_words",
-                 "sentences:exact_duplicate", "sentences:cat", "sentences:perplexity"):
+                 "sentences:exact_duplicate", "sentences:cat", "sentences:perplexity",
+                 "images:near_duplicate", "sentences:entropy"):
         assert counters.get(rule, 0) > 0, (rule, counters)
-    # The scoring and near-duplicate steps report their work even where the sample triggers no drop.
     for key in ("phash_computed", "near_dup_candidate_pairs", "near_dup_edges", "cat_scored", "perplexity_scored"):
         assert key in counters, (key, counters)
     images = lake.read(IMAGES)
@@ -108,6 +108,9 @@ def test_dataset_rows_are_kept_images_with_ranked_texts(spark, runs):
     assert dataset.join(kept, "image_id", "left_anti").count() == 0
     assert dataset.where("text1 IS NULL OR syn_text IS NULL OR image_bytes IS NULL").count() == 0
     assert dataset.where("score1 < score2 OR score2 < score3").count() == 0
+    # Provenance: each row lists its own URL among its sources; planted duplicates add more sources.
+    assert dataset.where("NOT array_contains(source_image_urls, raw_image_url)").count() == 0
+    assert dataset.where("size(source_image_urls) > 1").count() > 0
     kept_sentences = lake.read(SENTENCES).where("drop_reason IS NULL").select(F.col("sentence_id").alias("sentence_id1"))
     assert dataset.join(kept_sentences, "sentence_id1", "left_anti").count() == 0
     assert lake.read(RETRIEVALS).groupBy("image_id").count().where(f"count > {cfg.retrieval.top_k}").count() == 0

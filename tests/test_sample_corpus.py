@@ -136,7 +136,7 @@ def test_every_image_kind_and_filter_case_appears(corpus, parsed):
     assert any(w / h > 3 for w, h in sizes) and any(w / h < 1 / 3 for w, h in sizes)
     by_hash = Counter(blob.data for _, blobs, _ in parsed.values() for blob in blobs)
     assert any(n > 1 for n in by_hash.values())  # exact duplicate bytes under different URLs
-    for case in ("small", "wide", "tall", "duplicate", "undecodable", "blocked_host"):
+    for case in ("small", "wide", "tall", "duplicate", "near_duplicate", "undecodable", "blocked_host"):
         assert summary["image_cases"][case] > 0, case
     assert summary["image_formats"]["jpeg"] and summary["image_formats"]["png"]
 

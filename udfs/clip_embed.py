@@ -22,6 +22,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from udfs.worker import task_threads
+
 log = logging.getLogger("realsyn.udfs")
 
 _MODELS: dict[str, "ClipBundle"] = {}
@@ -219,18 +221,7 @@ def model_id_for(cfg: dict, random_weights: bool) -> str:
 
 
 def _torch_threads(cfg: dict) -> int:
-    if cfg.get("torch_threads"):
-        return int(cfg["torch_threads"])
-    # One thread per CPU the task owns: Spark already runs one task per core, so more would oversubscribe.
-    try:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        if ctx is not None:
-            return max(1, int(ctx.cpus()))
-    except Exception:
-        pass
-    return max(1, (os.cpu_count() or 1))
+    return int(cfg["torch_threads"]) if cfg.get("torch_threads") else task_threads()
 
 
 def _task_gpu() -> str | None:

@@ -18,6 +18,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from udfs.worker import task_threads
+
 log = logging.getLogger("realsyn.udfs")
 
 _MODELS: dict[tuple, "LanguageModel"] = {}
@@ -72,18 +74,6 @@ def _device(requested: str) -> str:
     return requested
 
 
-def _task_threads() -> int:
-    try:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        if ctx is not None:
-            return max(1, int(ctx.cpus()))
-    except Exception:
-        pass
-    return max(1, os.cpu_count() or 1)
-
-
 def load_lm(name: str, device: str = "auto") -> LanguageModel:
     key = (name, device)
     with _LOCK:
@@ -93,12 +83,11 @@ def load_lm(name: str, device: str = "auto") -> LanguageModel:
     import torch
 
     if lm.device == "cpu":
-        torch.set_num_threads(_task_threads())
+        torch.set_num_threads(task_threads())
     return lm
 
 
 def _create(name: str, device: str) -> LanguageModel:
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:

@@ -21,6 +21,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from udfs.worker import task_threads
+
 QUERY_BLOCK = 2048  # queries per matmul block: bounds the score matrix to QUERY_BLOCK x cluster size
 OUT_ROWS = 8192     # rows per Arrow batch emitted by the assignment bodies (bounds batch bytes)
 
@@ -61,21 +63,6 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
-
-
-def task_threads() -> int:
-    """CPUs this Spark task owns (spark.task.cpus); outside a task (driver, tests) all cores."""
-    import os
-
-    try:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        if ctx is not None:
-            return max(1, int(ctx.cpus()))
-    except Exception:
-        pass
-    return max(1, os.cpu_count() or 1)
 
 
 _THREADS: list[int] = []

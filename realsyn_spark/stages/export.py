@@ -2,7 +2,9 @@
 
 The Delta table `dataset` is rewritten in one commit from the stage tables (it is a view of them: a
 rerun gives the same rows). Files for trainers are written beside it: Parquet with the released
-RealSyn columns (`raw_image_url`, `text1..3`, `syn_text`) plus ids, scores, bytes and scale flags.
+RealSyn columns (`raw_image_url`, `text1..3`, `syn_text`) plus ids, scores, bytes, scale flags and
+provenance (`source_doc_ids`, `source_image_urls`: every occurrence the kept image stands for, so a
+takedown request against any duplicate's URL or page finds the row).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
+from realsyn_spark.dedup import image_sources
 from realsyn_spark.runlog import StageRun, stage_run
 from realsyn_spark.tables import BALANCED, DATASET, IMAGE_BLOBS, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
 
@@ -36,6 +39,8 @@ def dataset_rows(lake: Lake, cfg: RealSynConfig, run_id: str) -> DataFrame:
     rows = (balanced.join(images, "image_id").join(blobs, "image_url", "left")
             .join(realistic_texts(lake, cfg.export.texts_per_image), "image_id", "left")
             .join(lake.read(SYNTHETIC_TEXTS).select("image_id", "syn_text"), "image_id", "left")
+            .join(image_sources(lake).select("image_id", F.col("doc_ids").alias("source_doc_ids"),
+                                             F.col("image_urls").alias("source_image_urls")), "image_id", "left")
             .withColumn("scales", scales).withColumn("run_id", F.lit(run_id)))
     for r in range(cfg.export.texts_per_image + 1, 4):  # the table always has text1..3 columns
         rows = rows.withColumn(f"text{r}", F.lit(None).cast("string")).withColumn(f"score{r}", F.lit(None).cast("float")) \
