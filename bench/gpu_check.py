@@ -1,8 +1,10 @@
 """GPU checks of the executor-side code paths (no Spark on the GPU machine: these are the exact
 functions the pandas UDFs run). Prints CLIP image/text throughput at fp32 and fp16 autocast through
-`udfs.clip_embed`, and runs the Hugging Face generator backend on CUDA with a tiny locally built model.
+`udfs.clip_embed`, runs the Hugging Face generator backend on CUDA with a tiny locally built model, and
+times the retrieval stage's exact per-chunk search (`udfs.retrieval.exact_top_k`) on the GPU against the
+CPU path (FAISS where installed, else numpy) on one full chunk (`retrieval.max_vectors_per_task` vectors).
 
-    python bench/gpu_check.py [--images 4096] [--model ViT-B-32]
+    python bench/gpu_check.py [--images 4096] [--model ViT-B-32] [--search-queries 8192]
 """
 from __future__ import annotations
 
@@ -97,11 +99,41 @@ def generator_check(n: int) -> dict:
             "sample_output": out[0][:80]}
 
 
+def retrieval_check(n_queries: int, n_corpus: int = 100_000, dim: int = 512, k: int = 3) -> dict:
+    import torch
+
+    from udfs.retrieval import exact_top_k
+
+    rng = np.random.default_rng(0)
+    unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    corpus, queries = unit(rng.normal(size=(n_corpus, dim))), unit(rng.normal(size=(n_queries, dim)))
+    try:
+        import faiss  # noqa: F401
+        cpu_kind = f"faiss.knn, {os.cpu_count()} threads"
+    except ImportError:
+        cpu_kind = f"numpy blocks, {os.cpu_count()} threads"
+    out = {"corpus": n_corpus, "queries": n_queries, "dim": dim, "cpu_path": cpu_kind}
+    t0 = time.perf_counter()
+    cpu_scores, cpu_index = exact_top_k(queries, corpus, k, "cpu")
+    out["cpu_queries_per_s"] = n_queries / (time.perf_counter() - t0)
+    if torch.cuda.is_available():
+        exact_top_k(queries[:256], corpus, k, "cuda")  # CUDA context and kernels warm
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        gpu_scores, gpu_index = exact_top_k(queries, corpus, k, "cuda")
+        out["cuda_queries_per_s"] = n_queries / (time.perf_counter() - t0)
+        out["speedup"] = out["cuda_queries_per_s"] / out["cpu_queries_per_s"]
+        out["same_neighbours"] = float((gpu_index == cpu_index).mean())
+        out["max_score_difference"] = float(np.abs(gpu_scores - cpu_scores).max())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--search-queries", type=int, default=8192)
     args = parser.parse_args()
     import torch
 
@@ -114,6 +146,7 @@ def main() -> None:
     torch.set_num_threads(min(16, os.cpu_count() or 1))
     results["clip_cpu_same_machine"] = clip_throughput(args.model, images[:cpu_n], "cpu", 32)
     results["generator"] = generator_check(256)
+    results["retrieval_search"] = retrieval_check(args.search_queries)
     print(json.dumps(results, indent=2))
 
 

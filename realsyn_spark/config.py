@@ -161,6 +161,7 @@ class RetrievalConfig(_Section):
     top_k: int = Field(3, ge=1)
     min_score: Optional[float] = Field(None, ge=-1.0, le=1.0)
     max_vectors_per_task: int = Field(100_000, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
 
 

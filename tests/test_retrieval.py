@@ -182,3 +182,4 @@ def test_min_score_floor_and_float16_inputs_on_spark(spark):
     floored = hierarchical_search(spark, images, sentences, centroids,
                                   RetrievalConfig(n_probe=4, top_k=3, min_score=floor)).toPandas()
     assert (floored.score >= floor).all() and 0 < len(floored) < len(got)
+

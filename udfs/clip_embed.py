@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from udfs.worker import task_threads
+from udfs.worker import cuda_device, task_gpu, task_threads
 
 log = logging.getLogger("realsyn.udfs")
 
@@ -224,21 +224,6 @@ def _torch_threads(cfg: dict) -> int:
     return int(cfg["torch_threads"]) if cfg.get("torch_threads") else task_threads()
 
 
-def _task_gpu() -> str | None:
-    """The GPU address Spark assigned to this task (spark.task.resource.gpu.amount), if any."""
-    try:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        if ctx is not None:
-            gpus = ctx.resources().get("gpu")
-            if gpus is not None and gpus.addresses:
-                return str(gpus.addresses[0])
-    except Exception:
-        pass
-    return None
-
-
 def _device(cfg: dict) -> str:
     import torch
 
@@ -246,9 +231,9 @@ def _device(cfg: dict) -> str:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
-        address = _task_gpu()
+        address = task_gpu()
         if address is not None and address.isdigit() and int(address) < torch.cuda.device_count():
-            return f"cuda:{address}"
+            return cuda_device(address)
     return device
 
 

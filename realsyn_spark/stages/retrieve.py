@@ -77,7 +77,8 @@ def hierarchical_search(spark: SparkSession, images: DataFrame, sentences: DataF
         probe_images(centroids_bc, chunks_bc, n_probe), PROBED_IMAGES)
     matches = (image_groups.groupBy("cluster_id", "chunk")
                .cogroup(sentence_groups.groupBy("cluster_id", "chunk"))
-               .applyInArrow(search_chunk(cfg.top_k, cfg.min_score, centroids.shape[1], stats), CHUNK_MATCHES))
+               .applyInArrow(search_chunk(cfg.top_k, cfg.min_score, centroids.shape[1], stats, cfg.device),
+                             CHUNK_MATCHES))
     best_first = Window.partitionBy("image_id").orderBy(F.desc("score"), "sentence_id")
     return (matches.drop("group_sentences").withColumn("rank", F.row_number().over(best_first))
             .where(F.col("rank") <= cfg.top_k)
