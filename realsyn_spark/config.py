@@ -195,10 +195,13 @@ class BalanceConfig(_Section):
 
 
 class ExportConfig(_Section):
-    formats: list[Literal["delta", "parquet"]] = Field(default_factory=lambda: ["delta", "parquet"])
+    formats: list[Literal["delta", "parquet", "webdataset"]] = Field(
+        default_factory=lambda: ["delta", "parquet", "webdataset"])
     texts_per_image: int = Field(3, ge=1)
     scale_cap: Optional[int] = Field(None, ge=1)
     output_dir: Optional[str] = None
+    samples_per_shard: int = Field(10_000, ge=1)
+    webdataset_caption: Literal["text1", "syn_text"] = "text1"
 
 
 class RealSynConfig(_Section):

@@ -61,6 +61,9 @@ def summary(spark: SparkSession, cfg: RealSynConfig, run_id: str, examples: int 
             lines.append(f"funnel chart: {png}/funnel.png")
     lines += ["", "tables:"]
     lines += [f"  {spec.name:<22} {lake.location(spec)}" for spec in ALL_TABLES]
+    export_dir = cfg.export.output_dir or f"{lake.root}/export"
+    lines += ["", "files for trainers:"] + [f"  {fmt:<22} {export_dir}/{fmt}" for fmt in cfg.export.formats
+                                            if fmt != "delta"]
     lines += ["", f"{examples} example rows of {lake.location(DATASET)}:"]
     for row in lake.read(DATASET).orderBy("image_id").limit(examples).collect():
         lines.append(f"  image {row.image_id}  url={row.raw_image_url}  cluster={row.cluster_id} scales={row.scales}")

@@ -3,6 +3,7 @@ UDF, broadcast and model cache must survive pickling. Run through the real CLI i
 SparkContext per process), then read the tables back from the test session and run the notebook."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,10 @@ def test_pipeline_on_local_cluster(spark, cluster_run):
                       .join(lake.read(RETRIEVALS).select("image_id").distinct(), "image_id"))
     assert dataset.count() == kept_with_text.count() > 0
     assert dataset.where(F.size("scales") > 0).count() > 0
+    # WebDataset shards written by the executors of the cluster, listed in sizes.json by the driver.
+    sizes = json.loads((Path(lake.root) / "export" / "webdataset" / "sizes.json").read_text())
+    assert sum(sizes.values()) == dataset.count()
+    assert all((Path(lake.root) / "export" / "webdataset" / name).stat().st_size > 1024 for name in sizes)
 
 
 @pytest.mark.timeout(600)

@@ -1,6 +1,10 @@
 """Integration: the whole pipeline on the sample corpus, on the session's local Spark with Delta."""
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 import pytest
 from pyspark.sql import functions as F
 
@@ -20,7 +24,8 @@ def table_counts(spark, lake):
 @pytest.fixture(scope="module")
 def runs(spark, sample_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("lake")
-    cfg = load_config(overrides=tiny_overrides(root, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0"])
+    cfg = load_config(overrides=tiny_overrides(root, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0",
+                                                                       "export.samples_per_shard=40"])
     lake = Lake(spark, cfg.lake)
     first = run_pipeline(spark, cfg)
     counts_first = table_counts(spark, lake)
@@ -137,3 +142,35 @@ def test_interrupted_run_resumes_to_the_same_result(spark, runs, sample_corpus, 
     assert table_counts(spark, lake)["dataset"] == table_counts(spark, lake_full)["dataset"]
     ids = lambda l: {r.image_id for r in l.read(DATASET).select("image_id").collect()}  # noqa: E731
     assert ids(lake) == ids(lake_full)
+
+
+def test_webdataset_shards_read_by_open_clips_training_loader(spark, runs):
+    import open_clip
+    import webdataset as wds
+    from open_clip_train.data import get_dataset_size, get_wds_dataset
+    from torchvision.transforms.functional import pil_to_tensor
+
+    cfg, lake, *_ = runs
+    folder = Path(cfg.lake.root) / "export" / "webdataset"
+    dataset = {r.image_id: r for r in lake.read(DATASET).collect()}
+    sizes = json.loads((folder / "sizes.json").read_text())
+    assert len(sizes) == -(-len(dataset) // 40) > 1
+    shards = f"{folder}/{{00000..{len(sizes) - 1:05d}}}.tar"
+    assert get_dataset_size(shards) == (len(dataset), len(sizes))   # open_clip sizes the epoch from sizes.json
+
+    args = argparse.Namespace(val_data=shards, val_num_samples=len(dataset), batch_size=16, workers=0,
+                              world_size=1, seed=0, dataset_resampled=False)
+    loader = get_wds_dataset(args, lambda image: pil_to_tensor(image.resize((32, 32))), is_train=False,
+                             tokenizer=open_clip.tokenize).dataloader
+    batches = list(loader)
+    assert sum(len(images) for images, _ in batches) == len(dataset)
+    assert batches[0][0].shape[1:] == (3, 32, 32) and batches[0][1].shape[1] == 77
+
+    for sample in wds.WebDataset(shards, shardshuffle=False).decode("pil"):
+        row = dataset[sample["__key__"]]
+        assert sample["txt"] == row.text1
+        meta = sample["json"]
+        assert (meta["url"], meta["syn_text"], meta["text2"]) == (row.raw_image_url, row.syn_text, row.text2)
+        assert meta["source_image_urls"] == list(row.source_image_urls)
+        image = next(v for k, v in sample.items() if k in ("jpg", "png", "webp"))
+        assert image.size[0] >= 100 and image.size[1] >= 100   # the kept images passed min_side

@@ -130,3 +130,14 @@ def local_file(uri: str) -> Iterator[str]:
             os.unlink(temp_path)
         except OSError:
             pass
+
+
+def open_output(uri: str) -> BinaryIO:
+    """A new binary file at `uri` (parent folders made on local disks); on object stores the object
+    appears when the stream is closed. Callers that need all-or-nothing write under a staging folder."""
+    local = _local_path(uri)
+    if local is not None:
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        return open(local, "wb")
+    filesystem, path = _remote(uri)
+    return filesystem.open_output_stream(path)

@@ -4,17 +4,28 @@ The Delta table `dataset` is rewritten in one commit from the stage tables (it i
 rerun gives the same rows). Files for trainers are written beside it: Parquet with the released
 RealSyn columns (`raw_image_url`, `text1..3`, `syn_text`) plus ids, scores, bytes, scale flags and
 provenance (`source_doc_ids`, `source_image_urls`: every occurrence the kept image stands for, so a
-takedown request against any duplicate's URL or page finds the row).
+takedown request against any duplicate's URL or page finds the row), and WebDataset shards
+(`udfs/shards.py`) for open_clip. Each file export is replaced whole: WebDataset shards are written to a
+staging folder and moved into place once every shard and `sizes.json` exist, so a crash leaves the
+previous export readable and a rerun writes the same bytes.
 """
 from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from realsyn_spark.config import RealSynConfig
+from realsyn_spark import hadoopfs
+from realsyn_spark.config import ExportConfig, RealSynConfig
 from realsyn_spark.dedup import image_sources
 from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.sparkutil import arrow_batch_rows
 from realsyn_spark.tables import BALANCED, DATASET, IMAGE_BLOBS, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
+from udfs.shards import SHARD_NAME, SHARD_RESULT_SCHEMA, shard_writer
 
 
 def realistic_texts(lake: Lake, texts_per_image: int) -> DataFrame:
@@ -48,6 +59,33 @@ def dataset_rows(lake: Lake, cfg: RealSynConfig, run_id: str) -> DataFrame:
     return rows
 
 
+def _empty_tar() -> bytes:
+    buffer = io.BytesIO()
+    tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT).close()
+    return buffer.getvalue()
+
+
+def write_webdataset(spark: SparkSession, dataset: DataFrame, folder: str, cfg: ExportConfig) -> dict[str, int]:
+    """Shards 00000.tar .. (n-1).tar and sizes.json (shard name -> samples, as open_clip's
+    get_dataset_size reads it) under `folder`, replacing what was there; returns sizes.json's content."""
+    rows = dataset.where(F.col("image_bytes").isNotNull()).drop("run_id")
+    n_shards = max(1, math.ceil(rows.count() / cfg.samples_per_shard))
+    staging = hadoopfs.qualified(spark, f"{folder}._staging")
+    hadoopfs.delete(spark, staging)   # leftovers of a crashed export
+    sharded = (rows.withColumn("shard", F.pmod(F.xxhash64("image_id"), F.lit(n_shards)).cast("int"))
+               .repartition(n_shards, "shard").sortWithinPartitions("shard", "image_id"))
+    with arrow_batch_rows(spark, 256):   # rows carry image bytes
+        written = sharded.mapInPandas(shard_writer(staging, cfg.webdataset_caption), SHARD_RESULT_SCHEMA).collect()
+    sizes = {SHARD_NAME.format(i): 0 for i in range(n_shards)}
+    sizes.update({r.name: int(r.samples) for r in written})
+    for name in {SHARD_NAME.format(i) for i in range(n_shards)} - {r.name for r in written}:
+        hadoopfs.write_bytes(spark, f"{staging}/{name}", _empty_tar())   # keep the brace range unbroken
+    hadoopfs.write_bytes(spark, f"{staging}/sizes.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
+    hadoopfs.delete(spark, folder)
+    hadoopfs.rename(spark, staging, folder)
+    return sizes
+
+
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     lake = Lake(spark, cfg.lake)
     with stage_run(lake, cfg, run_id, "export") as stage:
@@ -62,6 +100,10 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         if "parquet" in cfg.export.formats:
             released_first.write.mode("overwrite").parquet(f"{out_dir}/parquet")
             stage.count("parquet_rows", released_first.count())
+        if "webdataset" in cfg.export.formats:
+            sizes = write_webdataset(spark, dataset, f"{out_dir}/webdataset", cfg.export)
+            stage.count("webdataset_shards", len(sizes))
+            stage.count("webdataset_samples", sum(sizes.values()))
         for cap in cfg.balance.caps:
             stage.count(f"scale_cap_{cap}", lake.read(DATASET).where(F.array_contains("scales", cap)).count())
         stage.rows_out = stage.rows_in
