@@ -190,7 +190,7 @@ def spark_phase(args) -> dict:
         cpu0 = tree_cpu_seconds()
         t0 = time.time()
         k = retrieval_clusters(n, rcfg.sentences_per_cluster, args.n_clusters or rcfg.n_clusters)
-        sample = sample_vectors(sentences, n, kmeans_sample_size(rcfg.kmeans_sample_size, k), rcfg.seed)
+        sample = sample_vectors(sentences, n, kmeans_sample_size(rcfg.kmeans_sample_size, k), rcfg.seed, "sentence_id")
         t1 = time.time()
         centroids = train_kmeans(sample, k, rcfg.kmeans_iterations, rcfg.seed)
         chunks = chunk_plan(sample, centroids, n, rcfg.max_vectors_per_task,

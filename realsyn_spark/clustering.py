@@ -34,6 +34,7 @@ def retrieval_clusters(n_rows: int, min_rows_per_cluster: int, configured: int |
 
 
 KMEANS_POINTS_PER_CLUSTER = 64
+HASH_BUCKETS = 1 << 30   # resolution of the hash-based sampling fraction
 
 
 def kmeans_sample_size(configured: int | None, k: int) -> int:
@@ -41,17 +42,22 @@ def kmeans_sample_size(configured: int | None, k: int) -> int:
     return int(configured) if configured is not None else KMEANS_POINTS_PER_CLUSTER * max(1, k)
 
 
-def sample_vectors(df: DataFrame, n_rows: int, sample_size: int, seed: int) -> np.ndarray:
-    """At most `sample_size` embeddings, sampled on the executors; only the sample reaches the driver."""
+def sample_vectors(df: DataFrame, n_rows: int, sample_size: int, seed: int, id_col: str) -> np.ndarray:
+    """At most `sample_size` embeddings, sampled on the executors; only the sample reaches the driver.
+
+    Rows are chosen by a seeded hash of their id and returned in id order, so the same rows give the same
+    sample (and the same k-means centroids) however the table's files happen to be laid out: a lake built
+    by incremental refreshes clusters exactly like one built in a single run."""
     fraction = min(1.0, 1.1 * sample_size / max(n_rows, 1))
-    sample = df.select("embedding") if fraction >= 1.0 else df.select("embedding").sample(False, fraction, seed)
-    # No .limit(): Spark runs a limit over an unordered plan partition by partition (incremental
-    # take); the Bernoulli sample is ~1.1x the size wanted, and the surplus is dropped here.
+    sample = df.select(id_col, "embedding")
+    if fraction < 1.0:  # Bernoulli on the hash: ~1.1x the size wanted; the surplus is dropped below
+        draw = F.pmod(F.xxhash64(F.col(id_col), F.lit(seed)), F.lit(HASH_BUCKETS))
+        sample = sample.where(draw < F.lit(int(fraction * HASH_BUCKETS)))
     if hasattr(sample, "toArrow"):  # Spark >= 4.0: one flat float buffer, no per-row numpy objects
-        table = sample.toArrow()
+        table = sample.toArrow().sort_by(id_col)
         vectors = arrow_vectors(table.column("embedding")) if table.num_rows else np.zeros((0, 0), np.float32)
     else:
-        vectors = stack(sample.toPandas()["embedding"])
+        vectors = stack(sample.toPandas().sort_values(id_col)["embedding"])
     return vectors[:sample_size]
 
 

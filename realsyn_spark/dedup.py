@@ -5,7 +5,7 @@ sentences, connected components in Spark, and the provenance of kept rows.
   O(log n) rounds of joins and aggregations, lineage cut each round. Nothing is collected to the driver.
 * `near_duplicate_groups`: 64-bit pHash views, LSH keys on combinations of hash blocks joined in Spark
   (a windowed self-join per key), Hamming verification, then connected components.
-* `semantic_duplicate_groups`: spherical k-means (FAISS on a deterministic sample), then per cluster a
+* `semantic_duplicate_groups`: spherical k-means (FAISS on a sample chosen by id hash), then per cluster a
   blocked cosine matrix and union-find; each group keeps the member nearest its centroid. One
   implementation serves images and sentences.
 * `resolve_duplicate_chains` points `duplicate_of` at the row that is finally kept, and
@@ -231,19 +231,6 @@ def cluster_dedup(id_col: str, threshold: float):
 SEMANTIC_GROUP_SCHEMA = "item_id string, representative_id string, cluster_id int, similarity float, group_size int"
 
 
-def deterministic_sample(vectors: DataFrame, id_col: str, n_rows: int, sample_size: int) -> np.ndarray:
-    """At most `sample_size` vectors chosen by id hash: the same set of rows always gives the same sample,
-    in the same order (so k-means, and the dedup decisions, do not depend on partitioning)."""
-    from udfs.retrieval import stack
-
-    fraction = min(1.0, 1.5 * sample_size / max(n_rows, 1))
-    keyed = vectors.select(id_col, "embedding", F.xxhash64(id_col).alias("_h"))
-    if fraction < 1.0:
-        keyed = keyed.where((F.abs(F.col("_h")) % 1_000_000) < int(fraction * 1_000_000))
-    frame = keyed.orderBy("_h", id_col).limit(sample_size).toPandas()
-    return stack(frame["embedding"])
-
-
 def semantic_duplicate_groups(spark: SparkSession, vectors: DataFrame, id_col: str, threshold: float,
                               items_per_cluster: int, n_clusters: int | None, sample_size: int,
                               iterations: int, seed: int) -> tuple[DataFrame, dict]:
@@ -252,7 +239,7 @@ def semantic_duplicate_groups(spark: SparkSession, vectors: DataFrame, id_col: s
     Returns rows (item_id, representative_id, cluster_id, similarity, group_size) for the members
     that are dropped, and counters (clusters, in-cluster pairs compared).
     """
-    from realsyn_spark.clustering import auto_clusters, train_kmeans
+    from realsyn_spark.clustering import auto_clusters, sample_vectors, train_kmeans
     from udfs.retrieval import nearest_centroids
 
     vectors = vectors.select(id_col, "embedding").localCheckpoint(eager=True)
@@ -261,7 +248,7 @@ def semantic_duplicate_groups(spark: SparkSession, vectors: DataFrame, id_col: s
     if n_rows < 2:
         return empty, {"clusters": 0, "pairs_compared": 0}
     k = auto_clusters(n_rows, items_per_cluster, n_clusters)
-    centroids = train_kmeans(deterministic_sample(vectors, id_col, n_rows, sample_size), k, iterations, seed)
+    centroids = train_kmeans(sample_vectors(vectors, n_rows, sample_size, seed, id_col), k, iterations, seed)
     centroids_bc = spark.sparkContext.broadcast(centroids)
     assigned = (vectors.mapInPandas(nearest_centroids(centroids_bc, 1, id_col),
                                     f"{id_col} string, cluster_id int, probe_rank int, embedding array<float>")

@@ -174,3 +174,43 @@ def test_webdataset_shards_read_by_open_clips_training_loader(spark, runs):
         assert meta["source_image_urls"] == list(row.source_image_urls)
         image = next(v for k, v in sample.items() if k in ("jpg", "png", "webp"))
         assert image.size[0] >= 100 and image.size[1] >= 100   # the kept images passed min_side
+
+
+@pytest.fixture(scope="module")
+def refreshed(spark, sample_corpus, tmp_path_factory):
+    """A lake built the way a scheduled refresh builds it: a run over the WARC and PDF files, then a run
+    over the whole input folder after the OBELICS and HTML files arrived."""
+    root = tmp_path_factory.mktemp("refresh")
+    base = tiny_overrides(root) + ["fetch.timeout_s=2", "fetch.retries=0", "export.samples_per_shard=40"]
+    run_pipeline(spark, load_config(overrides=base + [
+        f"ingest.input_paths=[{sample_corpus}/warc, {sample_corpus}/pdf]"]))
+    cfg = load_config(overrides=base + [f"ingest.input_paths=[{sample_corpus}]"])
+    second = run_pipeline(spark, cfg)
+    return cfg, Lake(spark, cfg.lake), second
+
+
+def test_refresh_with_new_files_equals_a_full_build(spark, sample_corpus, runs, refreshed):
+    _, full, *_ = runs
+    _, lake, second = refreshed
+    ingest = _log(spark, lake, second)["ingest"].counters
+    first_files = [f for folder in ("warc", "pdf") for f in (sample_corpus / folder).iterdir()]
+    assert ingest["files_skipped_already_ingested"] == len(first_files) and ingest["files_ingested"] > 0, ingest
+
+    def decisions(spec, key):
+        return lambda l: sorted(tuple(r) for r in l.read(spec).select(key, "drop_reason", "duplicate_of").collect())
+
+    for spec, key in ((IMAGES, "image_id"), (SENTENCES, "sentence_id")):
+        assert decisions(spec, key)(lake) == decisions(spec, key)(full), spec.name
+    def dataset(l):
+        columns = ["image_id", "sentence_id1", "sentence_id2", "sentence_id3", "syn_text", "cluster_id", "scales"]
+        return sorted((r.image_id, tuple(r[1:6]), tuple(r.scales)) for r in l.read(DATASET).select(columns).collect())
+
+    assert dataset(lake) == dataset(full)
+
+    def top_texts(l):
+        rows = l.read(RETRIEVALS).groupBy("image_id").agg(F.sort_array(F.collect_list("sentence_id")).alias("s"))
+        return {r.image_id: r.s for r in rows.collect()}
+
+    refreshed_texts, full_texts = top_texts(lake), top_texts(full)
+    assert refreshed_texts.keys() == full_texts.keys()
+    assert refreshed_texts == full_texts

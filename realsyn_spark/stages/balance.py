@@ -55,7 +55,7 @@ def cluster_and_rank(spark: SparkSession, lake: Lake, kept: DataFrame, cfg: Bala
         return kept.select("image_id", F.lit(None).cast("int").alias("cluster_id"),
                            F.lit(None).cast("int").alias("cluster_size"), F.lit(None).cast("int").alias("cluster_rank"))
     k = auto_clusters(n_kept, cfg.images_per_cluster, cfg.n_clusters)
-    centroids = train_kmeans(sample_vectors(kept, n_kept, cfg.kmeans_sample_size, cfg.seed), k,
+    centroids = train_kmeans(sample_vectors(kept, n_kept, cfg.kmeans_sample_size, cfg.seed, "image_id"), k,
                              cfg.kmeans_iterations, cfg.seed)
     store_centroids(lake, stable_id("balance", model_id, n_kept, k, cfg.seed, length=16), "balance", centroids, model_id)
     centroids_bc = spark.sparkContext.broadcast(centroids)

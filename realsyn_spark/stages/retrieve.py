@@ -50,7 +50,7 @@ def plan_chunks(sentences: DataFrame, n_sentences: int, centroids: np.ndarray, c
     """Chunks per cluster so that no search task holds more than `max_vectors_per_task` sentences."""
     if sample is None:
         size = kmeans_sample_size(cfg.kmeans_sample_size, len(centroids))
-        sample = sample_vectors(sentences, n_sentences, size, cfg.seed + 1)
+        sample = sample_vectors(sentences, n_sentences, size, cfg.seed + 1, "sentence_id")
     return chunk_plan(sample, centroids, n_sentences, cfg.max_vectors_per_task,
                       input_tasks=sentences.rdd.getNumPartitions())
 
@@ -109,7 +109,8 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         sample = None
         if full_recompute:
             k = retrieval_clusters(n_sentences, rcfg.sentences_per_cluster, rcfg.n_clusters)
-            sample = sample_vectors(sentences, n_sentences, kmeans_sample_size(rcfg.kmeans_sample_size, k), rcfg.seed)
+            sample = sample_vectors(sentences, n_sentences, kmeans_sample_size(rcfg.kmeans_sample_size, k), rcfg.seed,
+                                    "sentence_id")
             centroids = train_kmeans(sample, k, rcfg.kmeans_iterations, rcfg.seed)
             store_centroids(lake, version, "retrieval", centroids, model_id)
             todo = images
