@@ -11,11 +11,6 @@ def _fs_and_path(spark: SparkSession, uri: str):
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
-def exists(spark: SparkSession, uri: str) -> bool:
-    fs, path = _fs_and_path(spark, uri)
-    return bool(fs.exists(path))
-
-
 def delete(spark: SparkSession, uri: str) -> None:
     """Delete a file or a folder with everything in it; nothing to do when absent."""
     fs, path = _fs_and_path(spark, uri)
@@ -30,15 +25,6 @@ def rename(spark: SparkSession, source: str, target: str) -> None:
     fs.mkdirs(target_path.getParent())
     if not fs.rename(path, target_path):
         raise OSError(f"could not rename {source} to {target}")
-
-
-def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
-    fs, path = _fs_and_path(spark, uri)
-    stream = fs.create(path, True)
-    try:
-        stream.write(bytearray(data))
-    finally:
-        stream.close()
 
 
 def qualified(spark: SparkSession, uri: str) -> str:

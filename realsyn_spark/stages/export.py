@@ -23,6 +23,7 @@ from realsyn_spark import hadoopfs
 from realsyn_spark.config import ExportConfig, RealSynConfig
 from realsyn_spark.dedup import image_sources
 from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.sources.fileio import open_output
 from realsyn_spark.sparkutil import arrow_batch_rows
 from realsyn_spark.tables import BALANCED, DATASET, IMAGE_BLOBS, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
 from udfs.shards import SHARD_NAME, SHARD_RESULT_SCHEMA, shard_writer
@@ -78,9 +79,12 @@ def write_webdataset(spark: SparkSession, dataset: DataFrame, folder: str, cfg: 
         written = sharded.mapInPandas(shard_writer(staging, cfg.webdataset_caption), SHARD_RESULT_SCHEMA).collect()
     sizes = {SHARD_NAME.format(i): 0 for i in range(n_shards)}
     sizes.update({r.name: int(r.samples) for r in written})
-    for name in {SHARD_NAME.format(i) for i in range(n_shards)} - {r.name for r in written}:
-        hadoopfs.write_bytes(spark, f"{staging}/{name}", _empty_tar())   # keep the brace range unbroken
-    hadoopfs.write_bytes(spark, f"{staging}/sizes.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
+    # Written like the shards (pyarrow.fs), so the folder holds nothing but what a reader expects.
+    extra = {name: _empty_tar() for name in set(sizes) - {r.name for r in written}}  # keep the brace range whole
+    extra["sizes.json"] = json.dumps(sizes, indent=1, sort_keys=True).encode()
+    for name, data in extra.items():
+        with open_output(f"{staging}/{name}") as out:
+            out.write(data)
     hadoopfs.delete(spark, folder)
     hadoopfs.rename(spark, staging, folder)
     return sizes
