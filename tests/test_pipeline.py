@@ -201,6 +201,7 @@ def test_refresh_with_new_files_equals_a_full_build(spark, sample_corpus, runs, 
 
     for spec, key in ((IMAGES, "image_id"), (SENTENCES, "sentence_id")):
         assert decisions(spec, key)(lake) == decisions(spec, key)(full), spec.name
+
     def dataset(l):
         columns = ["image_id", "sentence_id1", "sentence_id2", "sentence_id3", "syn_text", "cluster_id", "scales"]
         return sorted((r.image_id, tuple(r[1:6]), tuple(r.scales)) for r in l.read(DATASET).select(columns).collect())

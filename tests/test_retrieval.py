@@ -5,17 +5,9 @@ import pytest
 from realsyn_spark.clustering import auto_clusters, train_kmeans
 from realsyn_spark.config import RetrievalConfig
 from realsyn_spark.stages.retrieve import hierarchical_search
+from tests.vectors import clustered
+from tests.vectors import unit as _unit
 from udfs.retrieval import search_cluster, top_k_indices
-
-
-def _unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def clustered(n, d, centers, seed):
-    rng = np.random.default_rng(seed)
-    means = _unit(rng.normal(size=(centers, d)))
-    return _unit(means[rng.integers(0, centers, n)] + 0.35 * rng.normal(size=(n, d)) / np.sqrt(d) * 4)
 
 
 def test_top_k_indices_sorted_best_first():
@@ -182,4 +174,3 @@ def test_min_score_floor_and_float16_inputs_on_spark(spark):
     floored = hierarchical_search(spark, images, sentences, centroids,
                                   RetrievalConfig(n_probe=4, top_k=3, min_score=floor)).toPandas()
     assert (floored.score >= floor).all() and 0 < len(floored) < len(got)
-

@@ -3,15 +3,8 @@ machine where pyspark is not installed)."""
 import numpy as np
 import pytest
 
-
-def _unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def clustered(n, d, centers, seed):
-    rng = np.random.default_rng(seed)
-    means = _unit(rng.normal(size=(centers, d)))
-    return _unit(means[rng.integers(0, centers, n)] + 1.4 * rng.normal(size=(n, d)) / np.sqrt(d))
+from tests.vectors import clustered
+from tests.vectors import unit as _unit
 
 
 def test_search_runs_on_the_cpu_unless_a_gpu_is_assigned_or_forced():

@@ -129,8 +129,9 @@ def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int,
 
 def _cuda_top_k(queries: np.ndarray, corpus: np.ndarray, k: int, device: str) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k on a GPU. Exact search is a GEMM and a selection, which torch (already on GPU
-    executors for the embedding) runs without a CUDA-specific FAISS build. The matmul runs in full fp32 (TF32 off), so results equal the CPU path's; memory is the
-    corpus plus one QUERY_BLOCK x corpus score block (2048 x 100k = 800 MB at the default task limit)."""
+    executors for the embedding) runs without a CUDA-specific FAISS build. The matmul runs in full fp32
+    (TF32 off), so results equal the CPU path's; memory is the corpus plus one QUERY_BLOCK x corpus
+    score block (2048 x 100k = 800 MB at the default task limit)."""
     import torch
 
     allow_tf32 = torch.backends.cuda.matmul.allow_tf32
