@@ -239,7 +239,7 @@ def _path_cfg(args, model: str, decode: str) -> dict:
             "decode_threads": args.threads, "torch_threads": args.threads}
 
 
-def _end_to_end(args, model: str, decode: str, images: list[bytes]) -> tuple[float, np.ndarray]:
+def _end_to_end(args, model: str, decode: str, images: list[bytes], barrier=None) -> tuple[float, np.ndarray]:
     import torch
 
     from udfs.clip_embed import load_clip
@@ -248,6 +248,8 @@ def _end_to_end(args, model: str, decode: str, images: list[bytes]) -> tuple[flo
     torch.set_num_threads(args.threads)
     bundle.embed_images(images[:args.batch_size], args.batch_size, 0, decode, args.threads)  # warm-up
     _sync(bundle.device)
+    if barrier is not None:   # several tasks: all start timing together, after their model loads
+        barrier.wait()
     start = time.perf_counter()
     kept, vectors = bundle.embed_images(images, args.batch_size, args.prefetch, decode, args.threads)
     _sync(bundle.device)
@@ -255,8 +257,8 @@ def _end_to_end(args, model: str, decode: str, images: list[bytes]) -> tuple[flo
     return time.perf_counter() - start, vectors
 
 
-def _task_worker(args, model, decode, images, queue):
-    elapsed, _ = _end_to_end(args, model, decode, images)
+def _task_worker(args, model, decode, images, queue, barrier):
+    elapsed, _ = _end_to_end(args, model, decode, images, barrier)
     queue.put(elapsed)
 
 
@@ -265,9 +267,9 @@ def _several_tasks(args, model: str, decode: str, images: list[bytes]) -> float:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
+    queue, barrier = ctx.Queue(), ctx.Barrier(args.tasks)
     shares = [images[i::args.tasks] for i in range(args.tasks)]
-    procs = [ctx.Process(target=_task_worker, args=(args, model, decode, share, queue)) for share in shares]
+    procs = [ctx.Process(target=_task_worker, args=(args, model, decode, share, queue, barrier)) for share in shares]
     for p in procs:
         p.start()
     times = [queue.get() for _ in procs]
