@@ -113,8 +113,6 @@ class TensorDecoder:
 
     def batch(self, chunk: list[tuple[object, bytes]]):
         """(keys that decoded, float NCHW pixels on the device, or None when none decoded)."""
-        import torch
-
         draft = max(self.spec.size)
         images: dict[int, object] = {}
         jpegs, cpu = [], []
