@@ -306,6 +306,14 @@ def test_cmyk_jpeg_with_adobe_inverted_channels_renders_upright_colours():
     assert mean_abs(decode_rgb(data), reference) < 4
 
 
+def test_rgb_coded_jpeg_goes_to_pillow_and_renders_its_colours():
+    reference = photo(64, 48)
+    data = encode(reference, "JPEG", quality=95, keep_rgb=True)   # Adobe transform 0: no YCbCr
+    header = jpeg_header(data)
+    assert header.components == 3 and header.adobe_transform == 0 and not header.tensor_decodable
+    assert mean_abs(decode_rgb(data), reference) < 4
+
+
 def _alpha_reference():
     """RGB content whose transparent pixels store BLACK (as many encoders leave them), an alpha ramp,
     and the expected rendering: composited on white."""

@@ -126,10 +126,10 @@ class JpegHeader:
     @property
     def tensor_decodable(self) -> bool:
         """Huffman baseline/extended/progressive, 8-bit, grey or YCbCr: what torchvision's libjpeg and
-        nvJPEG decoders turn into RGB correctly. CMYK/YCCK (4 components, Adobe inverted), 12-bit,
-        lossless and arithmetic-coded JPEGs go to the PIL path."""
+        nvJPEG decoders turn into RGB correctly. CMYK/YCCK (4 components, Adobe inverted), RGB-coded
+        (Adobe transform 0), 12-bit, lossless and arithmetic-coded JPEGs go to the PIL path."""
         return self.sof in (0xC0, 0xC1, 0xC2) and self.precision == 8 and self.components in (1, 3) \
-            and self.width > 0 and self.height > 0
+            and self.adobe_transform in (None, 1) and self.width > 0 and self.height > 0
 
 
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
