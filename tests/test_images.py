@@ -386,3 +386,20 @@ def test_large_jpeg_drafts_down_but_stays_at_least_twice_the_input():
     data = encode(photo(1800, 1200), "JPEG", quality=85)
     got = decode_rgb(data, draft_size=224)
     assert 448 <= min(got.size) < 1200
+
+
+def test_phash_udf_body_groups_rotated_copies_under_one_hash_neighbourhood():
+    import pandas as pd
+
+    from udfs.phash import hamming, phash_mapper
+
+    upright = photo(200, 120, seed=5)
+    other = photo(200, 120, seed=6)
+    images = [stored_with_orientation(upright, o, "JPEG") for o in range(1, 9)] + [encode(other, "JPEG")]
+    frame = pd.DataFrame({"sha256": [f"s{i}" for i in range(len(images))], "image_bytes": images})
+    out = pd.concat(list(phash_mapper(0.8)(iter([frame.iloc[:4], frame.iloc[4:]]))))
+    full = out.phash.to_numpy(dtype=np.int64)
+    core = out.phash_core.to_numpy(dtype=np.int64)
+    assert hamming(full[:8], np.full(8, full[0])).max() <= 4
+    assert hamming(core[:8], np.full(8, core[0])).max() <= 4
+    assert hamming(full[8:], full[:1])[0] > 12     # a different photo stays far
