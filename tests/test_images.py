@@ -403,3 +403,19 @@ def test_phash_udf_body_groups_rotated_copies_under_one_hash_neighbourhood():
     assert hamming(full[:8], np.full(8, full[0])).max() <= 4
     assert hamming(core[:8], np.full(8, core[0])).max() <= 4
     assert hamming(full[8:], full[:1])[0] > 12     # a different photo stays far
+
+
+@pytest.mark.parametrize("colour_type, channels", [(2, 3), (6, 4)])
+def test_16_bit_colour_pngs_scale_to_8_bits(colour_type, channels):
+    """16-bit RGB / RGBA PNGs (written by hand: Pillow cannot save them) keep their levels."""
+    height, width = 8, 12
+    levels = (np.arange(height * width * channels).reshape(height, width, channels) * 997 % 256).astype(np.uint16)
+    if channels == 4:
+        levels[..., 3] = 255                      # opaque: the colour must come through unchanged
+    samples = (levels * 257).astype(">u2")
+    raw = b"".join(b"\x00" + samples[y].tobytes() for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw)) + \
+        png_chunk(b"IEND", b"")
+    got = np.asarray(decode_rgb(data)).astype(int)
+    assert np.abs(got - levels[..., :3]).max() <= 1
