@@ -19,9 +19,16 @@ log = logging.getLogger("realsyn.udfs")
 HASH_BITS = 64
 
 
+# Names the decode the hashes are taken on: ":up8" = upright (EXIF orientation applied), 8-bit scaled,
+# transparency on white (udfs.pixels). Hashes stored under the older kinds (without it) were taken on
+# unrotated pixels and are recomputed, not mixed with these, by the next extract run.
+_DECODE_VERSION = ":up8"
+
+
 def hash_kind(core_fraction: float | None) -> str:
     """Identifies the hash parameters, so hashes made with other settings are never mixed."""
-    return "phash8" if core_fraction is None else f"phash8+core{core_fraction:.3f}"
+    base = "phash8" + _DECODE_VERSION
+    return base if core_fraction is None else f"{base}+core{core_fraction:.3f}"
 
 
 def to_signed64(value: int) -> int:
