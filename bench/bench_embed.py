@@ -15,6 +15,15 @@ wide) with the same model (random weights: no model hub needed) and the same num
   workers and loading the model in each; the second reuses them (steady state). Measured with the
   configured prefetch and with prefetch 0 (decode inline).
 
+With --decode-paths (no Spark): `embed.decode` cpu (Pillow + open_clip transforms, the baseline) vs gpu
+(batched torchvision decode_jpeg, nvJPEG on CUDA, + tensor preprocessing on the model's device), per model
+in --models, on photo-sized JPEGs (--min-side..--max-side px, default 500-1000): images/s decode
+included (prefetch as configured), decode-only and forward-only images/s, and decode's share of the time.
+--tasks N runs N processes at once on the same device (several Spark tasks per GPU) and reports the sum.
+
+    python bench/bench_embed.py --decode-paths --device cuda --models ViT-B-32,ViT-L-14 --batch-size 256 --images 4096
+    python bench/bench_embed.py --decode-paths --device cpu --models tiny-clip,ViT-S-32 --images 256
+
 With --no-spark (a GPU machine without Java/Spark), the UDF body `image_embedder(cfg)` is called
 in-process on the same pandas frames Spark would hand it: that measures the executor code path
 (prefetch thread, pinned memory, autocast) without the JVM.
@@ -49,6 +58,23 @@ def jpegs(n: int, size: int, seed: int = 0) -> list[bytes]:
         img = Image.blend(img, detail, 0.15).filter(ImageFilter.SMOOTH)
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=88)
+        out.append(buf.getvalue())
+    return out
+
+
+def photos(n: int, min_side: int, max_side: int, seed: int = 0) -> list[bytes]:
+    """Photo-sized JPEGs (each side uniform in [min_side, max_side]): smooth shapes plus sensor-like noise."""
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        width, height = (int(v) for v in rng.integers(min_side, max_side + 1, 2))
+        base = Image.fromarray(rng.integers(0, 255, (9, 12, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+        detail = Image.fromarray(rng.integers(0, 50, (height, width, 3), dtype=np.uint8))
+        img = Image.blend(base, detail, 0.12).filter(ImageFilter.SMOOTH)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=85)
         out.append(buf.getvalue())
     return out
 
@@ -166,6 +192,123 @@ def spark_runs(args, images: list[bytes]):
     return results, check
 
 
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _decode_only(bundle, images, args, decode: str) -> float:
+    """Seconds to decode + preprocess every image into device batches, no forward."""
+    from udfs.clip_embed import decoded_batches, prefetched
+    from udfs.tensor_pixels import TensorDecoder, tensor_batches
+
+    start = time.perf_counter()
+    if decode == "gpu":
+        decoder = TensorDecoder(bundle.tensor_spec, bundle.device, args.threads)
+        for _, pixels, _ in prefetched(tensor_batches(enumerate(images), decoder, args.batch_size), args.prefetch):
+            pass
+        decoder.close()
+    else:
+        for _, pixels in prefetched(decoded_batches(enumerate(images), bundle.preprocess, args.batch_size,
+                                                    pin=bundle.device.startswith("cuda")), args.prefetch):
+            pixels.to(bundle.device, non_blocking=True)
+    _sync(bundle.device)
+    return time.perf_counter() - start
+
+
+def _forward_only(bundle, images, args) -> float:
+    """Seconds of the model alone on len(images) images (one decoded batch, repeated)."""
+    from udfs.clip_embed import decoded_batches
+
+    _, pixels = next(decoded_batches(enumerate(images[:args.batch_size]), bundle.preprocess, args.batch_size))
+    pixels = pixels.to(bundle.device)
+    bundle.forward(pixels)
+    _sync(bundle.device)
+    batches = max(1, len(images) // len(pixels))
+    start = time.perf_counter()
+    for _ in range(batches):
+        bundle.forward(pixels)
+    _sync(bundle.device)
+    return (time.perf_counter() - start) * len(images) / (batches * len(pixels))
+
+
+def _path_cfg(args, model: str, decode: str) -> dict:
+    return {**model_cfg(argparse.Namespace(**{**vars(args), "model": model})), "decode": decode,
+            "decode_threads": args.threads, "torch_threads": args.threads}
+
+
+def _end_to_end(args, model: str, decode: str, images: list[bytes], barrier=None) -> tuple[float, np.ndarray]:
+    import torch
+
+    from udfs.clip_embed import load_clip
+
+    bundle = load_clip(_path_cfg(args, model, decode))
+    torch.set_num_threads(args.threads)
+    bundle.embed_images(images[:args.batch_size], args.batch_size, 0, decode, args.threads)  # warm-up
+    _sync(bundle.device)
+    if barrier is not None:   # several tasks: all start timing together, after their model loads
+        barrier.wait()
+    start = time.perf_counter()
+    kept, vectors = bundle.embed_images(images, args.batch_size, args.prefetch, decode, args.threads)
+    _sync(bundle.device)
+    assert len(kept) == len(images)
+    return time.perf_counter() - start, vectors
+
+
+def _task_worker(args, model, decode, images, queue, barrier):
+    elapsed, _ = _end_to_end(args, model, decode, images, barrier)
+    queue.put(elapsed)
+
+
+def _several_tasks(args, model: str, decode: str, images: list[bytes]) -> float:
+    """images/s of args.tasks processes embedding their share at once on the same device."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue, barrier = ctx.Queue(), ctx.Barrier(args.tasks)
+    shares = [images[i::args.tasks] for i in range(args.tasks)]
+    procs = [ctx.Process(target=_task_worker, args=(args, model, decode, share, queue, barrier)) for share in shares]
+    for p in procs:
+        p.start()
+    times = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return len(images) / max(times)
+
+
+def decode_paths(args) -> None:
+    from udfs.clip_embed import load_clip
+
+    images = photos(args.images, args.min_side, args.max_side)
+    print(f"{len(images)} JPEGs, sides {args.min_side}-{args.max_side} px, mean "
+          f"{np.mean([len(b) for b in images]) / 1024:.0f} KiB; batch {args.batch_size}, prefetch {args.prefetch}, "
+          f"{args.threads} threads, device {args.device}, random weights", flush=True)
+    for model in args.models.split(","):
+        rates, vectors = {}, {}
+        # the two paths alternate for --rounds rounds: a shared machine's load then hits both alike
+        for round_ in range(1, args.rounds + 1):
+            for decode in ("cpu", "gpu"):
+                bundle = load_clip(_path_cfg(args, model, decode))
+                elapsed, vectors[decode] = _end_to_end(args, model, decode, images)
+                decode_s = _decode_only(bundle, images, args, decode)
+                forward_s = _forward_only(bundle, images, args)
+                rates.setdefault(decode, []).append(len(images) / elapsed)
+                print(f"round {round_}, {model} decode={decode}: {rates[decode][-1]:.1f} images/s decode included | "
+                      f"decode only {len(images) / decode_s:.1f}/s, forward only {len(images) / forward_s:.1f}/s, "
+                      f"decode share {decode_s / (decode_s + forward_s):.0%} (precision {bundle.precision}, "
+                      f"load average {os.getloadavg()[0]:.1f})", flush=True)
+                if args.tasks > 1:
+                    print(f"round {round_}, {model} decode={decode}, {args.tasks} tasks at once on {args.device}: "
+                          f"{_several_tasks(args, model, decode, images):.1f} images/s", flush=True)
+        cosine = (vectors["cpu"] * vectors["gpu"]).sum(axis=1)
+        best = {decode: max(values) for decode, values in rates.items()}
+        print(f"{model}: best of {args.rounds} rounds, decode=cpu {best['cpu']:.1f} images/s, decode=gpu "
+              f"{best['gpu']:.1f} images/s, ratio {best['gpu'] / best['cpu']:.2f}; per-image cosine of the two "
+              f"paths' vectors min {cosine.min():.5f} mean {cosine.mean():.5f}", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -176,8 +319,17 @@ def main(argv=None) -> None:
     parser.add_argument("--prefetch", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-spark", action="store_true", help="call the UDF body in-process (no JVM)")
+    parser.add_argument("--decode-paths", action="store_true", help="embed.decode cpu vs gpu, no Spark")
+    parser.add_argument("--models", default="ViT-B-32,ViT-L-14", help="models for --decode-paths")
+    parser.add_argument("--min-side", type=int, default=500)
+    parser.add_argument("--max-side", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=1, help="--decode-paths: processes at once on the device")
+    parser.add_argument("--rounds", type=int, default=2, help="--decode-paths: alternating rounds per path")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.decode_paths:
+        decode_paths(args)
+        return
     images = jpegs(args.images, args.size)
     print(f"{len(images)} JPEGs, short side {args.size} px, mean {np.mean([len(b) for b in images]) / 1024:.0f} KiB; "
           f"model {args.model} (random weights), batch {args.batch_size}, {args.threads} threads, {args.device}",

@@ -35,18 +35,19 @@ def jpeg_corpus(n: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def clip_throughput(model: str, images: list[bytes], device: str, batch: int) -> dict:
+def clip_throughput(model: str, images: list[bytes], device: str, batch: int, decode: str = "cpu",
+                    prefetch: int = 0) -> dict:
     import torch
 
     from udfs import clip_embed
 
     cfg = {"model": model, "pretrained": None, "device": device, "batch_size": batch, "allow_random_weights": True}
     bundle = clip_embed.load_clip(cfg)
-    bundle.embed_images(images[:batch], batch)  # warm-up (cuDNN autotune, allocator)
+    bundle.embed_images(images[:batch], batch, 0, decode)  # warm-up (cuDNN autotune, allocator)
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    kept, vecs = bundle.embed_images(images, batch)
+    kept, vecs = bundle.embed_images(images, batch, prefetch, decode)
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
@@ -59,7 +60,8 @@ def clip_throughput(model: str, images: list[bytes], device: str, batch: int) ->
     text_seconds = time.perf_counter() - t1
     assert len(kept) == len(images) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-3)
     return {"images_per_s": len(images) / seconds, "texts_per_s": len(texts) / text_seconds,
-            "dtype": "fp16 autocast" if device == "cuda" else "fp32", "model_id": bundle.model_id}
+            "dtype": "fp16 autocast" if device == "cuda" else "fp32", "model_id": bundle.model_id,
+            "decode": decode, "prefetch": prefetch}
 
 
 def tiny_llm_dir() -> str:
@@ -142,6 +144,8 @@ def main() -> None:
     if torch.cuda.is_available():
         results["gpu"] = torch.cuda.get_device_name(0)
         results["clip_cuda"] = clip_throughput(args.model, images, "cuda", args.batch)
+        # embed.decode: gpu (batched nvJPEG + tensor preprocessing), with the stage's default prefetch
+        results["clip_cuda_gpu_decode"] = clip_throughput(args.model, images, "cuda", args.batch, "gpu", 2)
     cpu_n = min(len(images), 256)
     torch.set_num_threads(min(16, os.cpu_count() or 1))
     results["clip_cpu_same_machine"] = clip_throughput(args.model, images[:cpu_n], "cpu", 32)

@@ -149,6 +149,8 @@ class EmbedConfig(_Section):
     torch_threads: Optional[int] = Field(None, ge=1)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     prefetch_batches: int = Field(2, ge=0)
+    decode: Literal["auto", "cpu", "gpu"] = "auto"
+    decode_threads: Optional[int] = Field(None, ge=1)
     storage_dtype: Literal["float32", "float16"] = "float32"
 
 

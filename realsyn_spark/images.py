@@ -10,7 +10,8 @@ a whole, decodable image of acceptable size:
    decompression-bomb guard (a 20000x20000 PNG can be a few kB on the wire);
 3. `img.load()` decodes every pixel, which catches truncated or corrupt files;
 4. EXIF orientation 5-8 (90 or 270 degrees) swaps the reported width and height, so sizes match what a
-   viewer, and a training loader that applies `ImageOps.exif_transpose`, will see.
+   viewer sees and what the pipeline's pixels are: pHash, embedding and export all decode through
+   `udfs.pixels.decode_rgb`, which applies the orientation to the pixels too.
 
 No global Pillow setting is changed: `Image.MAX_IMAGE_PIXELS` stays as it is and the
 DecompressionBombWarning that Pillow raises for large headers is silenced only around our own `open`.
@@ -26,16 +27,14 @@ from typing import Literal, Optional
 
 from PIL import Image
 
+from udfs.pixels import TRANSPOSED_ORIENTATIONS, orientation_of
+
 ImageStatus = Literal["ok", "decode_error", "too_many_pixels", "empty"]
 
 # Pillow format ids we are willing to decode. Anything else Pillow could open (EPS, PSD, PCX, ICNS, ...)
 # is a decode_error: those are not web images, and some plugins have a history of parser bugs.
 # "JPEG" also covers MPO (multi-picture JPEG from cameras), which Pillow reports as format "MPO".
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF")
-
-# EXIF Orientation tag (0x0112) values that mean the stored image is rotated by 90 or 270 degrees.
-_EXIF_ORIENTATION_TAG = 0x0112
-_TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 # ISO-BMFF brands (bytes 8..12 after "ftyp") used by AVIF and HEIC/HEIF stills and sequences.
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
@@ -151,8 +150,5 @@ def _available_formats() -> tuple[str, ...]:
 
 
 def _is_transposed(img: Image.Image) -> bool:
-    try:
-        orientation = img.getexif().get(_EXIF_ORIENTATION_TAG)
-    except Exception:  # noqa: BLE001 - a broken EXIF block does not make the pixels unusable
-        return False
-    return orientation in _TRANSPOSED_ORIENTATIONS
+    # The orientation reader every pixel consumer uses (udfs.pixels), so sizes and pixels agree.
+    return orientation_of(img) in TRANSPOSED_ORIENTATIONS

@@ -175,3 +175,133 @@ def test_gpu_paths_match_cpu():
         np.testing.assert_array_equal(pre, seq)
         np.testing.assert_allclose(seq, reference, atol=3e-2)
         assert np.allclose(np.linalg.norm(seq, axis=1), 1, atol=1e-4)
+
+
+# -- tensor decode path (embed.decode: gpu), tested on CPU against the PIL/open_clip reference ---------
+
+from udfs.pixels import apply_orientation, jpeg_header  # noqa: E402
+from udfs.tensor_pixels import TensorDecoder, orient_tensor  # noqa: E402
+
+# Stated tolerance of the tensor path vs open_clip's PIL path (tiny CLIP, random weights): per-image
+# cosine of the two embeddings. The pixels differ by libjpeg DCT scaling (PIL drafts large JPEGs) and
+# resize rounding only.
+MIN_COSINE = 0.99
+_INVERSE = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
+
+
+def _photo(width, height, seed):
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    detail = Image.fromarray(rng.integers(0, 60, (height, width, 3), dtype=np.uint8))
+    return Image.blend(base, detail, 0.2).filter(ImageFilter.SMOOTH)
+
+
+def _encode(img, fmt, **params):
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def _rotated(img, orientation):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(apply_orientation(img, _INVERSE[orientation]), "JPEG", quality=92, exif=exif.tobytes())
+
+
+def _mixed_corpus():
+    """Real-sized photos in what nvJPEG takes and what it does not, plus one broken JPEG."""
+    images = [_encode(_photo(520 + 60 * i, 500 + 40 * (i % 3), i), "JPEG", quality=88) for i in range(5)]
+    images.append(_encode(_photo(640, 480, 10), "JPEG", quality=85, progressive=True))
+    images.append(_encode(_photo(600, 500, 11).convert("L"), "JPEG"))
+    images.append(_encode(_photo(700, 520, 12).convert("CMYK"), "JPEG", quality=92))
+    images.append(_encode(_photo(530, 610, 13), "PNG"))
+    images.append(_encode(_photo(500, 540, 14), "WEBP", quality=90))
+    images.append(_rotated(_photo(900, 560, 15), 6))
+    images.append(_rotated(_photo(560, 900, 16), 3))
+    images.append(_encode(_photo(1900, 1300, 17), "JPEG", quality=85))   # drafted by PIL, full decode in torch
+    broken = _encode(_photo(600, 500, 18), "JPEG")
+    images.append(broken[:len(broken) // 2])                               # valid header, scan data cut short
+    return images
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orient_tensor_equals_pil_transpose(orientation):
+    import torch
+    from PIL import Image
+
+    array = np.random.default_rng(orientation).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    expected = np.asarray(apply_orientation(Image.fromarray(array), orientation))
+    got = orient_tensor(torch.from_numpy(array).permute(2, 0, 1), orientation).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_tensor_path_decodes_every_orientation_upright():
+    bundle = clip_embed.load_clip(CFG)
+    upright = _photo(96, 64, 1)
+    decoder = TensorDecoder(bundle.tensor_spec, "cpu", 1)
+    try:
+        ref_keys, reference = decoder.batch([(0, _encode(upright, "JPEG", quality=92))])
+        keys, pixels = decoder.batch([(o, _rotated(upright, o)) for o in range(1, 9)])
+    finally:
+        decoder.close()
+    assert keys == list(range(1, 9)) and decoder.routed["tensor"] == 9
+    assert all(jpeg_header(_rotated(upright, o)).orientation == o for o in range(1, 9))
+    diff = (pixels - reference).abs().mean(dim=(1, 2, 3))
+    assert float(diff.max()) < 0.05, diff   # normalised units; a sideways image differs by ~1
+
+
+def test_tensor_path_matches_pil_path_within_tolerance_and_routes_formats():
+    bundle = clip_embed.load_clip(CFG)
+    images = _mixed_corpus()
+    kept_cpu, cpu = bundle.embed_images(images, 4, decode="cpu")
+    kept_gpu, tensor = bundle.embed_images(images, 4, prefetch=2, decode="gpu", decode_threads=2)
+    assert kept_cpu == kept_gpu == list(range(len(images) - 1))   # the broken JPEG is skipped on both
+    cosine = (cpu * tensor).sum(axis=1)
+    assert cosine.min() >= MIN_COSINE, cosine
+    # and the pixels themselves agree (normalised units)
+    decoder = TensorDecoder(bundle.tensor_spec, "cpu", 2)
+    try:
+        keys, pixels = decoder.batch(list(enumerate(images)))
+    finally:
+        decoder.close()
+    reference = clip_embed.decoded_batches(enumerate(images), bundle.preprocess, len(images))
+    ref_keys, ref_pixels = next(reference)
+    assert keys == ref_keys
+    assert float((pixels - ref_pixels).abs().mean()) < 0.03
+    # baseline/progressive/grey JPEGs on the batched decoder; CMYK, PNG, WebP on PIL; the cut JPEG falls
+    # back to PIL and fails there too
+    assert decoder.routed == {"tensor": 10, "pil": 3, "fallback": 1, "failed": 1}
+
+
+def test_decode_setting_resolves_per_device():
+    bundle = clip_embed.load_clip(CFG)
+    assert bundle.decode_path("auto") == "cpu" and bundle.decode_path("gpu") == "gpu"
+    assert bundle.decode_path("cpu") == "cpu"
+
+
+def test_udf_body_with_tensor_decode_matches_reference():
+    images = _mixed_corpus()[:8]
+    frames = [pd.DataFrame({"image_id": [f"i{k}" for k in range(lo, lo + 4)], "image_bytes": images[lo:lo + 4]})
+              for lo in (0, 4)]
+    out = pd.concat(list(clip_embed.image_embedder({**CFG, "decode": "gpu", "decode_threads": 2})(iter(frames))))
+    _, reference = clip_embed.load_clip(CFG).embed_images(images, 4, decode="cpu")
+    assert out.image_id.tolist() == [f"i{k}" for k in range(8)]
+    assert (np.stack(out.embedding.to_numpy()) * reference).sum(axis=1).min() >= MIN_COSINE
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_decode_matches_cpu_reference():
+    images = _mixed_corpus()
+    _, reference = clip_embed.load_clip(CFG).embed_images(images, 8, decode="cpu")
+    gpu = clip_embed.load_clip({**CFG, "device": "cuda", "precision": "fp32"})
+    assert gpu.decode_path("auto") == "gpu"
+    for prefetch in (0, 2):
+        kept, vectors = gpu.embed_images(images, 8, prefetch=prefetch, decode="auto", decode_threads=2)
+        # nvJPEG may decode the cut JPEG's first half where libjpeg refuses it: compare the rest
+        good = len(images) - 1
+        assert kept[:good] == list(range(good))
+        assert (vectors[:good] * reference).sum(axis=1).min() >= MIN_COSINE

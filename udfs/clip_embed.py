@@ -3,15 +3,16 @@
 `load_clip` caches one model per Python worker process (and device). Random-weight fallback is seeded,
 so that every executor builds the *same* random model and the vectors stay comparable across tasks.
 
-Images are decoded and preprocessed in the UDF in bounded batches (`decoded_batches`), optionally by a
-background thread a few batches ahead of the model (`prefetched`); on CUDA the batches are pinned and
+Images are decoded (upright 8-bit RGB, `udfs.pixels`) and preprocessed in the UDF in bounded batches,
+by Pillow + open_clip's transforms (`decoded_batches`, `embed.decode: cpu`) or by batched nvJPEG and
+tensor ops on the model's device (`udfs.tensor_pixels`, `embed.decode: gpu`, the default on CUDA),
+optionally by a background thread a few batches ahead of the model (`prefetched`); on CUDA the batches are pinned and
 copied asynchronously, the forward pass runs under fp16/bf16 autocast (`embed.precision`), and the task
 uses the GPU Spark assigned to it. Vectors are L2-normalised and, with `embed.storage_dtype: float16`,
 rounded to float16 values (see `to_storage`). docs/gpu.md has the cluster settings.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from udfs.pixels import decode_rgb
 from udfs.worker import cuda_device, task_gpu, task_threads
 
 log = logging.getLogger("realsyn.udfs")
@@ -41,32 +43,70 @@ class ClipBundle:
     random_weights: bool
     dim: int
     precision: str = "fp32"
+    tensor_spec: object = None   # udfs.tensor_pixels.TensorPreprocess, None where the model's is unsupported
 
-    def embed_images(self, images: Iterable[bytes], batch_size: int, prefetch: int = 0) -> tuple[list[int], np.ndarray]:
+    def embed_images(self, images: Iterable[bytes], batch_size: int, prefetch: int = 0, decode: str = "cpu",
+                     decode_threads: int | None = None) -> tuple[list[int], np.ndarray]:
         """Embed encoded images; returns the indices that decoded and their L2-normalised vectors."""
         kept, vectors = [], []
-        for index, out in self.embed_image_batches(enumerate(images), batch_size, prefetch):
+        for index, out in self.embed_image_batches(enumerate(images), batch_size, prefetch, decode, decode_threads):
             kept.extend(index)
             vectors.append(out)
         return kept, (np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32))
 
+    def decode_path(self, decode: str) -> str:
+        """embed.decode resolved for this bundle: "cpu" (Pillow + open_clip's transforms) or "gpu" (the
+        tensor path on the model's device). auto = gpu on a CUDA device."""
+        if decode == "auto":
+            decode = "gpu" if self.device.startswith("cuda") else "cpu"
+        if decode == "gpu" and self.tensor_spec is None:
+            log.warning("model %s has a preprocessing the tensor path does not reproduce: decoding on CPU",
+                        self.model_id)
+            return "cpu"
+        return decode
+
     def embed_image_batches(self, items: Iterable[tuple[object, bytes]], batch_size: int,
-                            prefetch: int = 0) -> Iterator[tuple[list, np.ndarray]]:
+                            prefetch: int = 0, decode: str = "cpu",
+                            decode_threads: int | None = None) -> Iterator[tuple[list, np.ndarray]]:
         """(key, encoded image) pairs -> (keys, L2-normalised vectors) per model batch.
 
-        Decoding and preprocessing run in `decoded_batches`; with prefetch > 0 they run in a background
-        thread, at most `prefetch` batches ahead, while the model embeds the current batch (Pillow and
+        decode "cpu": `decoded_batches` (Pillow, open_clip's transforms: the reference). decode "gpu":
+        `udfs.tensor_pixels` on the model's device (batched nvJPEG on CUDA; on a CPU device the same
+        tensor ops, which is how they are tested). With prefetch > 0 decoding runs in a background thread,
+        at most `prefetch` batches ahead, while the model embeds the current batch (Pillow, libjpeg and
         torch release the GIL while they work). Undecodable images are skipped.
         """
-        import torch
-
+        if self.decode_path(decode) == "gpu":
+            yield from self._embed_tensor_decoded(items, batch_size, prefetch, decode_threads)
+            return
         cuda = self.device.startswith("cuda")
         batches = decoded_batches(items, self.preprocess, batch_size, pin=cuda)
         for keys, pixels in prefetched(batches, prefetch):
-            pixels = pixels.to(self.device, non_blocking=cuda)
-            with torch.inference_mode(), _autocast(self.device, self.precision):
-                out = self.model.encode_image(pixels)
-            yield keys, _normalise(out.float().cpu().numpy())
+            yield keys, self.forward(pixels.to(self.device, non_blocking=cuda))
+
+    def _embed_tensor_decoded(self, items, batch_size: int, prefetch: int, decode_threads: int | None):
+        import torch
+
+        from udfs.tensor_pixels import TensorDecoder, tensor_batches
+
+        decoder = TensorDecoder(self.tensor_spec, self.device, decode_threads or task_threads())
+        try:
+            for keys, pixels, ready in prefetched(tensor_batches(items, decoder, batch_size), prefetch):
+                if ready is not None:   # decoded on the producer's CUDA stream
+                    current = torch.cuda.current_stream(pixels.device)
+                    current.wait_event(ready)
+                    pixels.record_stream(current)
+                yield keys, self.forward(pixels)
+        finally:
+            decoder.close()
+
+    def forward(self, pixels) -> np.ndarray:
+        """Preprocessed pixels on the model's device -> L2-normalised vectors."""
+        import torch
+
+        with torch.inference_mode(), _autocast(self.device, self.precision):
+            out = self.model.encode_image(pixels)
+        return _normalise(out.float().cpu().numpy())
 
     def embed_texts(self, texts: list[str], batch_size: int) -> np.ndarray:
         import torch
@@ -90,17 +130,13 @@ def decoded_batches(items: Iterable[tuple[object, bytes]], preprocess: Callable,
     photo never expands to full size in memory, and images up to 4x the input decode unchanged.
     """
     import torch
-    from PIL import Image
 
     keys, tensors = [], []
     size = _input_size(preprocess)
     for key, data in items:
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                if size and img.format == "JPEG":
-                    img.draft(None, (2 * size, 2 * size))
-                tensors.append(preprocess(img.convert("RGB")))
-                keys.append(key)
+            tensors.append(preprocess(decode_rgb(data, draft_size=size)))
+            keys.append(key)
         except Exception as exc:  # an undecodable image is skipped, not fatal
             log.warning("image %s not decodable at embed time: %s", key, exc)
         if len(tensors) >= batch_size:
@@ -275,10 +311,12 @@ def _create(cfg: dict, device: str) -> ClipBundle:
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         model, _, preprocess = open_clip.create_model_and_transforms(cfg["model"], pretrained=None)
     model = model.eval().to(device)
+    from udfs.tensor_pixels import TensorPreprocess
+
     dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None \
         else int(model.encode_text(open_clip.get_tokenizer(cfg["model"])(["x"]).to(device)).shape[1])
     return ClipBundle(model, preprocess, open_clip.get_tokenizer(cfg["model"]), model_id_for(cfg, random_weights),
-                      device, random_weights, dim, cfg.get("precision") or "auto")
+                      device, random_weights, dim, cfg.get("precision") or "auto", TensorPreprocess.from_model(model))
 
 
 def image_embedder(cfg: dict) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
@@ -290,6 +328,7 @@ def image_embedder(cfg: dict) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.
     batch_size = int(cfg.get("batch_size", 32))
     prefetch = int(cfg.get("prefetch_batches", 0) or 0)
     storage = cfg.get("storage_dtype") or "float32"
+    decode, decode_threads = cfg.get("decode") or "auto", cfg.get("decode_threads")
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         bundle = load_clip(cfg)
@@ -298,7 +337,7 @@ def image_embedder(cfg: dict) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.
             for frame in batches:
                 yield from zip(frame["image_id"].tolist(), frame["image_bytes"].tolist())
 
-        for ids, vectors in bundle.embed_image_batches(items(), batch_size, prefetch):
+        for ids, vectors in bundle.embed_image_batches(items(), batch_size, prefetch, decode, decode_threads):
             yield pd.DataFrame({"image_id": ids, "model_id": bundle.model_id,
                                 "embedding": list(to_storage(vectors, storage))})
 

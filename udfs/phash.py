@@ -1,26 +1,34 @@
 """Perceptual hashes of encoded images inside executors (imagehash pHash, 64 bits).
 
-Two views per image: the whole image, and its central crop (`core_fraction` of each side), which a corner
+Hashes are taken on the upright 8-bit RGB pixels (`udfs.pixels.decode_rgb`). Two views per image: the whole image, and its central crop (`core_fraction` of each side), which a corner
 watermark or a thin border crop barely changes. Hashes are returned as signed 64-bit integers (Spark
 `bigint`); an image that does not decode gets nulls.
 """
 from __future__ import annotations
 
-import io
 import logging
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
+from udfs.pixels import decode_rgb
+
 log = logging.getLogger("realsyn.udfs")
 
 HASH_BITS = 64
 
 
+# Names the decode the hashes are taken on: ":up8" = upright (EXIF orientation applied), 8-bit scaled,
+# transparency on white (udfs.pixels). Hashes stored under the older kinds (without it) were taken on
+# unrotated pixels and are recomputed, not mixed with these, by the next extract run.
+_DECODE_VERSION = ":up8"
+
+
 def hash_kind(core_fraction: float | None) -> str:
     """Identifies the hash parameters, so hashes made with other settings are never mixed."""
-    return "phash8" if core_fraction is None else f"phash8+core{core_fraction:.3f}"
+    base = "phash8" + _DECODE_VERSION
+    return base if core_fraction is None else f"{base}+core{core_fraction:.3f}"
 
 
 def to_signed64(value: int) -> int:
@@ -43,15 +51,13 @@ def core_crop(image, fraction: float):
 
 
 def phash_views(data: bytes, core_fraction: float | None) -> tuple[int | None, int | None]:
-    """(pHash of the whole image, pHash of its central crop or None)."""
-    from PIL import Image
-
+    """(pHash of the whole image, pHash of its central crop or None), on the upright 8-bit RGB pixels
+    (udfs.pixels.decode_rgb): rotated copies of one photo hash alike."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("RGB")
-            full = _phash_int(img)
-            core = _phash_int(core_crop(img, core_fraction)) if core_fraction is not None else None
-            return full, core
+        img = decode_rgb(data)
+        full = _phash_int(img)
+        core = _phash_int(core_crop(img, core_fraction)) if core_fraction is not None else None
+        return full, core
     except Exception as exc:  # undecodable bytes are not fatal: the hash is null
         log.warning("image not decodable for pHash: %s", exc)
         return None, None

@@ -1,7 +1,8 @@
 """WebDataset shards written inside executors, in the layout open_clip's and img2dataset's readers use.
 
-One sample per image: `<key>.jpg|png|webp` (the stored bytes, re-encoded to PNG only when the format is
-none of those three, since open_clip's loader renames "jpg;png;jpeg;webp" to the image), `<key>.txt`
+One sample per image: `<key>.jpg|png|webp` (the stored bytes where a loader decodes them to the pixels the
+pipeline used, else re-encoded upright: see `image_member`; open_clip's loader renames
+"jpg;png;jpeg;webp" to the image), `<key>.txt`
 (the caption: `text1` as in the released RealSyn shards, or `syn_text`) and `<key>.json` (every text,
 score, cluster, scale and the provenance). The key is the image id (hex: no dots, stable across runs).
 Rows arrive sorted by shard, so a task streams one tar at a time: memory is one Arrow batch.
@@ -21,19 +22,34 @@ SHARD_RESULT_SCHEMA = "shard int, name string, samples long, bytes long"
 _MTIME, _MODE = 0, 0o444
 
 
+_KEPT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
+# Re-encoding a JPEG that only needs turning: high quality, so the one extra generation costs little.
+_REENCODE_JPEG_QUALITY = 95
+
+
 def image_member(data: bytes) -> tuple[str, bytes]:
-    """(extension, bytes) for the sample's image: JPEG, PNG and WebP as stored, anything else as PNG."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpg", data
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png", data
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp", data
+    """(extension, bytes) for the sample's image: pixels a trainer's loader shows as the pipeline saw them.
+
+    webdataset / open_clip loaders call PIL's `convert("RGB")` and do NOT apply EXIF orientation, so the
+    stored bytes are kept only when that gives what `udfs.pixels.decode_rgb` gives (the pixels that were
+    hashed and embedded): a JPEG, PNG or WebP, upright (orientation 1), in a mode Pillow converts right
+    and without transparency. Anything else is re-encoded from decode_rgb's upright 8-bit RGB: a JPEG as
+    JPEG (quality 95), the rest as PNG, with no EXIF orientation left to apply twice.
+    """
     from PIL import Image
 
+    from udfs.pixels import LOADER_SAFE_MODES, decode_rgb, orientation_of
+
     with Image.open(io.BytesIO(data)) as image:
-        out = io.BytesIO()
-        image.convert("RGBA" if "A" in image.getbands() else "RGB").save(out, "PNG")
+        fmt, mode = image.format, image.mode
+        kept = _KEPT_EXTENSIONS.get(fmt)
+        if kept and orientation_of(image) == 1 and mode in LOADER_SAFE_MODES and "transparency" not in image.info:
+            return kept, data
+    out = io.BytesIO()
+    if kept == "jpg":
+        decode_rgb(data).save(out, "JPEG", quality=_REENCODE_JPEG_QUALITY)
+        return "jpg", out.getvalue()
+    decode_rgb(data).save(out, "PNG")
     return "png", out.getvalue()
 
 
