@@ -890,6 +890,9 @@ class ImageFetcher:
             if not sniffed and received >= SNIFF_BYTES:
                 self._require_image_magic(b"".join(chunks), response.status)
                 sniffed = True
+        if response.length:  # read1 reports the early end of a Content-Length body as a plain EOF
+            raise _Failure("protocol_error", f"body ended {response.length} bytes short of its Content-Length",
+                           http_status=response.status, retryable=True)
         for decoder in decoders:
             decoder.finish()
         body = b"".join(chunks)
