@@ -46,6 +46,13 @@ def _forever(piece: bytes):
         yield piece
 
 
+def _hold(conn: socket.socket) -> None:
+    """Send nothing more; return when the client hangs up (a recv, so the hang-up is seen at once)."""
+    conn.settimeout(FOREVER_S)
+    while conn.recv(4096):
+        pass
+
+
 def _status_drip(conn):
     _drip(conn, (bytes([b]) for b in b"HTTP/1.1 200 OK\r\n" + b"X" * 10_000_000))
 
@@ -84,7 +91,7 @@ def _tiny_chunks(conn):
 
 def _length_over_stall(conn):
     conn.sendall(OK_HEAD + b"Content-Length: %d\r\n\r\n" % (len(JPEG) * 10) + JPEG)
-    _drip(conn, _forever(b""), 0.5)  # holds the connection open, sends nothing more
+    _hold(conn)
 
 
 def _length_over_close(conn):
@@ -108,7 +115,7 @@ def _switching(conn):
 
 
 def _silent(conn):
-    _drip(conn, _forever(b""), 0.5)  # accepts, never answers (also a TLS handshake that never comes)
+    _hold(conn)  # accepts, never answers (also a TLS handshake that never comes)
 
 
 def _gzip_ok(conn):
@@ -178,6 +185,7 @@ class HostileServer:
         self.lock = threading.Lock()
         self.hangups: dict[str, list[float]] = defaultdict(list)
         self.requests: dict[str, int] = defaultdict(int)
+        self.spans: list[tuple[float, float]] = []  # (accepted, hung up) in time.monotonic(), per connection
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -221,3 +229,4 @@ class HostileServer:
             conn.close()
             with self.lock:
                 self.hangups[shape].append(time.monotonic() - start)
+                self.spans.append((start, time.monotonic()))
