@@ -512,7 +512,8 @@ class _Watchdog:
                 self._closed = False
                 self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is watch:  # only an earlier deadline changes how long the thread sleeps
+                self._cond.notify()
         return watch
 
     def cancel(self, watch: _Watch) -> bool:
