@@ -2,6 +2,7 @@
 
     python bench/bench_fetcher.py                 # 2000 URLs, 50 ms latency, 16 workers
     python bench/bench_fetcher.py --n 500 --latency-ms 100 --concurrency 32
+    python bench/bench_fetcher.py --hostile --timeout-s 1 --retries 2   # worst case per hostile shape
 
 The server runs in a separate process (so its Python threads do not compete with the fetcher's for the
 GIL, as a remote host would not) on 127.0.0.1 only, and serves the same JPEG for every URL; the query
@@ -11,6 +12,10 @@ string makes each URL distinct. Measured runs, all through fetch_many:
 * concurrent, per-host limit at the module default (DEFAULT_PER_HOST_LIMIT);
 * concurrent, per-host limit raised to the worker count (everything goes to one host here, so the
   per-host limit, not the pool size, caps concurrency in the previous run).
+
+--hostile instead fetches each misbehaving shape of tests/hostile_http.py (dripped status line or
+headers, endless 1xx, endless tiny chunks, Content-Length lies, gzip bomb, ...) `--repeat` times and
+prints the worst wall time per URL as a multiple of timeout_s, next to the URL deadline's multiple.
 """
 from __future__ import annotations
 
@@ -75,6 +80,29 @@ def timed_run(label: str, urls: list[str], cfg: FetchConfig, per_host_limit: int
     return rate
 
 
+def hostile_run(timeout_s: float, retries: int, repeat: int) -> None:
+    from tests.hostile_http import EXPECTED, HostileServer
+
+    server = HostileServer()
+    cfg = FetchConfig(timeout_s=timeout_s, retries=retries, max_bytes=200_000, allow_private_hosts=["127.0.0.1"])
+    print(f"timeout_s={timeout_s}, retries={retries}, url_deadline_s={cfg.effective_url_deadline_s} "
+          f"({cfg.effective_url_deadline_s / timeout_s:.1f} x timeout_s), max_bytes={cfg.max_bytes}")
+    worst_all = 0.0
+    try:
+        for shape in EXPECTED:
+            times, statuses = [], Counter()
+            for i in range(repeat):
+                start = time.perf_counter()
+                result = fetch_many([server.url(shape, str(i))], cfg)[0]
+                times.append(time.perf_counter() - start)
+                statuses[result.status] += 1
+            worst_all = max(worst_all, max(times))
+            print(f"{shape:<20} worst {max(times):6.2f} s = {max(times) / timeout_s:5.2f} x timeout_s  {dict(statuses)}")
+        print(f"worst over all shapes: {worst_all / timeout_s:.2f} x timeout_s")
+    finally:
+        server.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="URLs in each concurrent run")
@@ -82,7 +110,14 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0, help="server delay per image")
     parser.add_argument("--concurrency", type=int, default=16, help="FetchConfig.concurrency_per_task")
     parser.add_argument("--image-side", type=int, default=256, help="served JPEG is side x side pixels")
+    parser.add_argument("--hostile", action="store_true", help="worst case per hostile server shape instead")
+    parser.add_argument("--timeout-s", type=float, default=1.0, help="--hostile: FetchConfig.timeout_s")
+    parser.add_argument("--retries", type=int, default=2, help="--hostile: FetchConfig.retries")
+    parser.add_argument("--repeat", type=int, default=2, help="--hostile: fetches per shape")
     args = parser.parse_args()
+    if args.hostile:
+        hostile_run(args.timeout_s, args.retries, args.repeat)
+        return
 
     port_queue: multiprocessing.Queue = multiprocessing.Queue()
     server = multiprocessing.Process(target=serve, args=(port_queue, args.latency_ms / 1000, args.image_side),

@@ -53,6 +53,11 @@ class IngestConfig(_Section):
 class FetchConfig(_Section):
     enabled: bool = True
     timeout_s: float = Field(10.0, gt=0)
+    # Wall-clock limit for one URL over all hops, retries and backoff; None = 3 x timeout_s.
+    url_deadline_s: Optional[float] = Field(None, gt=0)
+    # Wall-clock budget of one fetch task: URLs not tried by then are stored as `deferred` and fetched
+    # by the next run, so a stage never waits on its slowest hosts.
+    task_budget_s: float = Field(600.0, gt=0)
     retries: int = Field(2, ge=0)
     max_bytes: int = Field(20_000_000, gt=0)
     max_pixels: int = Field(89_478_485, gt=0)
@@ -60,6 +65,10 @@ class FetchConfig(_Section):
     per_host_limit: int = Field(8, ge=1)
     allow_private_hosts: list[str] = Field(default_factory=list)
     user_agent: str = "realsyn-spark/0.1"
+
+    @property
+    def effective_url_deadline_s(self) -> float:
+        return self.url_deadline_s if self.url_deadline_s is not None else 3 * self.timeout_s
 
 
 class ImageFilterConfig(_Section):

@@ -184,6 +184,12 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(0.05)
 
+    def route_slow_hop(self, q):
+        # Just under a 0.5 s hop timeout, then a redirect to the next hop; the fourth hop never answers.
+        n = int(q["n"][0])
+        time.sleep(0.4 if n < 3 else 5.0)
+        self.send_body(302, b"", "text/plain", {"Location": f"/slow-hop?n={n + 1}"})
+
     def route_redirect(self, q):
         self.send_body(302, b"", "text/plain", {"Location": q["to"][0]})
 
@@ -609,3 +615,112 @@ def test_https_certificate_for_another_name_is_rejected(tls_server):
                         cfg(allow_private_hosts=["other.test"], retries=2), ssl_context=client_context)[0]
     assert (result.status, result.attempts) == ("connection_error", 1)  # not retried: it will not change
     assert "certificate" in result.error.lower()
+
+
+# -- hostile servers: wall-clock deadlines and one status per malformed shape ---------------------------
+
+HOSTILE_TIMEOUT_S = 1.0
+HOSTILE_URL_DEADLINE_S = 1.5
+DEADLINE_MARGIN = 1.4  # elapsed / deadline: watchdog wake-up and thread scheduling on a busy machine
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    from tests.hostile_http import HostileServer
+
+    server = HostileServer()
+    yield server
+    server.close()
+
+
+def hostile_cfg(**overrides) -> FetchConfig:
+    return cfg(timeout_s=HOSTILE_TIMEOUT_S, url_deadline_s=HOSTILE_URL_DEADLINE_S, retries=2, **overrides)
+
+
+@pytest.mark.parametrize("shape", sorted(__import__("tests.hostile_http", fromlist=["EXPECTED"]).EXPECTED))
+def test_hostile_shape_has_its_status_within_the_url_deadline(hostile, shape):
+    from tests.hostile_http import EXPECTED, JPEG as HOSTILE_JPEG
+
+    url = hostile.url(shape, "x.jpg")
+    start = time.perf_counter()
+    result = fetch_many([url], hostile_cfg(), backoff_base_s=0.01)[0]
+    elapsed = time.perf_counter() - start
+    assert result.status == EXPECTED[shape], (shape, result)
+    assert elapsed / HOSTILE_URL_DEADLINE_S <= DEADLINE_MARGIN, (shape, elapsed)
+    assert result.error is None if result.ok else result.error and "unexpected" not in result.error
+    if result.ok:
+        assert result.data == HOSTILE_JPEG
+    if shape == "bad-location":  # the failing hop: the redirect target, tried once
+        assert (result.final_url, result.attempts) == ("http://[127.0.0.1]/x", 1)
+    else:
+        assert result.final_url == url
+
+
+@pytest.mark.parametrize("shape", ["header-drip", "interim-100", "tiny-chunks", "silent"])
+def test_single_hop_deadline_holds_without_retries(hostile, shape):
+    start = time.perf_counter()
+    result = fetch_many([hostile.url(shape)], cfg(timeout_s=HOSTILE_TIMEOUT_S, retries=0))[0]
+    elapsed = time.perf_counter() - start
+    assert (result.status, result.attempts) == ("timeout", 1)
+    assert elapsed / HOSTILE_TIMEOUT_S <= DEADLINE_MARGIN
+
+
+def test_tls_handshake_that_never_comes_times_out(hostile):
+    start = time.perf_counter()
+    result = fetch_many([f"https://127.0.0.1:{hostile.port}/silent/"], cfg(timeout_s=HOSTILE_TIMEOUT_S))[0]
+    assert result.status == "timeout"
+    assert (time.perf_counter() - start) / HOSTILE_TIMEOUT_S <= DEADLINE_MARGIN
+
+
+def test_gzip_bomb_is_cut_at_max_bytes_of_inflated_output(hostile):
+    from tests.hostile_http import gzip_bomb
+
+    result = fetch_one(hostile.url("gzip-bomb"))
+    assert result.status == "too_large" and "inflates past max_bytes" in result.error
+    assert len(gzip_bomb()) < MAX_BYTES  # on the wire it was small: only the inflated size is too large
+
+
+def test_redirect_chain_of_slow_hops_ends_at_the_url_deadline(server, base):
+    # Each hop answers just under timeout_s and the last one never does; retries would restart the chain.
+    start = time.perf_counter()
+    result = fetch_one(f"{base}/slow-hop?n=0", timeout_s=0.5, url_deadline_s=1.2, retries=2)
+    elapsed = time.perf_counter() - start
+    assert result.status == "timeout" and "URL deadline" in result.error
+    assert result.final_url.startswith(f"{base}/slow-hop?n=")  # the hop that was running
+    assert elapsed / 1.2 <= DEADLINE_MARGIN
+
+
+def test_url_deadline_defaults_to_three_timeouts():
+    assert FetchConfig(timeout_s=2.0).effective_url_deadline_s == 6.0
+    assert FetchConfig(timeout_s=2.0, url_deadline_s=3.0).effective_url_deadline_s == 3.0
+
+
+def test_stop_at_defers_what_it_could_not_try_and_never_waits_on_the_slow_host(hostile, base):
+    # 6 URLs on one silent host (per-host limit 1) and 12 good ones: the budget allows ~2 silent tries.
+    budget_s = 1.5
+    silent = [hostile.url("silent", str(i)) for i in range(6)]
+    good = [f"http://localhost:{base.rsplit(':', 1)[1]}/good.jpg?i={i}" for i in range(12)]
+    start = time.perf_counter()
+    with ImageFetcher(cfg(timeout_s=5.0, url_deadline_s=0.7, concurrency_per_task=4,
+                          allow_private_hosts=["127.0.0.1", "localhost"]), per_host_limit=1) as fetcher:
+        results = fetcher.fetch_many(silent + good, stop_at=time.monotonic() + budget_s)
+    elapsed = time.perf_counter() - start
+    statuses = Counter(r.status for r in results[:6])
+    assert [r.status for r in results[6:]] == ["ok"] * 12  # the good host was never held up
+    assert statuses["timeout"] >= 1 and statuses["deferred"] >= 3 and set(statuses) <= {"timeout", "deferred"}
+    assert sum(r.attempts == 0 for r in results[:6]) >= 3  # never started; one more may be cut mid-hop
+    assert elapsed / budget_s <= DEADLINE_MARGIN
+
+
+@pytest.mark.parametrize("address", ["168.63.129.16", "192.0.0.192", "100.100.100.200", "169.254.0.23",
+                                     "::ffff:168.63.129.16", "64:ff9b::a83f:8110", "fd00:ec2::254"])
+def test_cloud_platform_endpoints_are_not_public(address):
+    assert not is_public_address(address)
+
+
+@pytest.mark.parametrize("url", ["http://168.63.129.16/machine?comp=goalstate", "http://192.0.0.192/opc/v2/instance/",
+                                 "http://100.100.100.200/latest/meta-data/", "http://[fd00:ec2::254]/latest/"])
+def test_cloud_platform_endpoints_are_blocked_before_connecting(connections, url):
+    result = fetch_one(url, allow_private_hosts=[])
+    assert (result.status, result.attempts) == ("blocked", 1)
+    assert connections == []

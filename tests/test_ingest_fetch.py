@@ -203,3 +203,61 @@ def test_rerun_makes_no_request(fetched):
     assert after_second == after_first
     statuses = lambda run: {k: v for k, v in run.counters.items() if k.startswith("status:")}  # noqa: E731
     assert statuses(second) == statuses(first) and lake.read(IMAGE_BLOBS).count() == len(EXPECTED) + 1
+
+
+# -- a hostile host among good ones: the task budget holds and deferred URLs are fetched next run ------
+
+TASK_BUDGET_S = 2.0
+URL_DEADLINE_S = 0.8
+BUDGET_MARGIN = 1.4  # ratio to the budget: thread scheduling on a busy machine
+
+
+@pytest.fixture(scope="module")
+def hostile_run(spark, server, tmp_path_factory):
+    from tests.hostile_http import HostileServer
+
+    hostile = HostileServer()
+    good = [f"http://127.0.0.1:{server.server_address[1]}/good.jpg?budget={i}" for i in range(40)]
+    # "localhost" is the hostile host's name so the per-host limit keeps it apart from the good host.
+    silent = [f"http://localhost:{hostile.port}/silent/{i}.jpg" for i in range(8)]
+    corpus = tmp_path_factory.mktemp("hostile_corpus")
+    urls = good + silent
+    records = [{"texts": ["A dog is fetching a stick from the lake."] + [None] * 6, "images": [None] + urls[i:i + 6],
+                "general_metadata": json.dumps({"url": f"https://pages.example/h{i}"})} for i in range(0, len(urls), 6)]
+    (corpus / "pages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = load_config(overrides=[
+        f"lake.root={tmp_path_factory.mktemp('hostile_lake')}", f"ingest.input_paths=[{corpus}]",
+        "spark.shuffle_partitions=1", "fetch.allow_private_hosts=[127.0.0.1,localhost]", "fetch.timeout_s=5",
+        f"fetch.url_deadline_s={URL_DEADLINE_S}", f"fetch.task_budget_s={TASK_BUDGET_S}", "fetch.retries=1",
+        "fetch.per_host_limit=1", "fetch.concurrency_per_task=4"])
+    lake = Lake(spark, cfg.lake)
+    ingest.run(spark, cfg, "run-1")
+    first = fetch.run(spark, cfg, "run-1")
+    after_first = {r.image_url: r.status for r in lake.read(IMAGE_BLOBS).collect()}
+    spans_first = list(hostile.spans)
+    second = fetch.run(spark, cfg, "run-2")
+    after_second = {r.image_url: r.status for r in lake.read(IMAGE_BLOBS).collect()}
+    errors = {r.source_uri: r.kind for r in lake.read(INGEST_ERRORS).collect()}
+    hostile.close()
+    return good, silent, first, second, after_first, after_second, spans_first, errors
+
+
+def test_hostile_host_does_not_hold_the_task_past_its_budget(hostile_run):
+    good, silent, first, _, after_first, _, spans, _ = hostile_run
+    assert first.rows_in == len(good) + len(silent)
+    assert all(after_first[url] == "ok" for url in good)  # none of the good URLs waited on the bad host
+    statuses = Counter(after_first[url] for url in silent)
+    assert set(statuses) <= {"timeout", "deferred"} and statuses["timeout"] >= 1 and statuses["deferred"] >= 3
+    held = max(end for _, end in spans) - min(start for start, _ in spans)
+    assert held / TASK_BUDGET_S <= BUDGET_MARGIN  # from the first hostile request to the last hang-up
+    assert all((end - start) / URL_DEADLINE_S <= BUDGET_MARGIN for start, end in spans)
+
+
+def test_deferred_urls_are_fetched_by_the_next_run_and_are_not_errors(hostile_run):
+    good, silent, first, second, after_first, after_second, _, errors = hostile_run
+    deferred = [url for url in silent if after_first[url] == "deferred"]
+    assert second.rows_in == len(deferred)  # only the deferred URLs: nothing is fetched twice
+    assert sum(after_second[url] == "timeout" for url in silent) > sum(after_first[url] == "timeout" for url in silent)
+    assert all(after_second[url] == "ok" for url in good)
+    assert all(errors[url] == "timeout" for url in silent if after_second[url] == "timeout")
+    assert not any(url in errors for url in silent if after_second[url] == "deferred")

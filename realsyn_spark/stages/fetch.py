@@ -4,11 +4,14 @@
   format, or a decode error.
 - URLs that only appear as image nodes are downloaded by the safe fetcher (SSRF guard, size and pixel
   limits, retries) inside `mapInPandas`, each distinct URL once. A URL that already has a row is never
-  fetched again. Failures keep their status in `image_blobs` and a row in `ingest_errors`.
+  fetched again, except `deferred` ones: a task stops starting URLs when its `fetch.task_budget_s` runs
+  out, stores the rest as `deferred`, and the next run fetches them. Failures keep their status in
+  `image_blobs` and a row in `ingest_errors`.
 """
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Iterator
 
 import pandas as pd
@@ -48,11 +51,13 @@ def fetch_urls(fetch_cfg: dict):
         from realsyn_spark.fetcher import ImageFetcher
 
         cfg = FetchConfig.model_validate(fetch_cfg)
+        # The budget counts from the task's first batch, so a task of slow hosts ends in bounded time.
+        stop_at = time.monotonic() + cfg.task_budget_s
         # One fetcher per task: its connection pool and DNS answers are reused across Arrow batches.
         with ImageFetcher(cfg, per_host_limit=cfg.per_host_limit) as fetcher:
             for frame in batches:
                 rows = []
-                for result in fetcher.fetch_many(frame["image_url"].tolist()):
+                for result in fetcher.fetch_many(frame["image_url"].tolist(), stop_at=stop_at):
                     if result.ok:  # the fetcher already decode-checked the bytes
                         rows.append(_inspected(result.image, result.data))
                     else:
@@ -66,6 +71,15 @@ def fetch_urls(fetch_cfg: dict):
 
 _BLOB_FIELDS = "image_url string, status string, image_bytes binary, sha256 string, width int, height int, " \
                "format string, error string"
+
+
+_URLS_PER_TASK = 64
+_NOT_ERRORS = "('ok', 'pending', 'deferred')"  # statuses that are not failures of the URL
+
+
+def fetch_task_count(urls: int, cfg: RealSynConfig) -> int:
+    """Tasks for `urls` downloads, from data and config only (Spark Connect has no defaultParallelism)."""
+    return max(1, min(cfg.spark.shuffle_partitions * 4, urls // _URLS_PER_TASK + 1))
 
 
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
@@ -83,20 +97,22 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         image_urls = (lake.read(DOCUMENTS).select(F.explode("nodes").alias("n"))
                       .where("n.kind = 'image' AND n.image_url IS NOT NULL")
                       .select(F.col("n.image_url").alias("image_url")).distinct())
-        missing = image_urls.join(lake.read(IMAGE_BLOBS).select("image_url"), "image_url", "left_anti").cache()
+        settled = lake.read(IMAGE_BLOBS).where("status <> 'deferred'").select("image_url")
+        missing = image_urls.join(settled, "image_url", "left_anti").cache()
         stage.rows_in = missing.count()
         if cfg.fetch.enabled and stage.rows_in:
-            tasks = max(1, min(spark.sparkContext.defaultParallelism * 4, stage.rows_in // 64 + 1))
+            tasks = fetch_task_count(stage.rows_in, cfg)
             fetched = (missing.repartition(tasks)
                        .mapInPandas(fetch_urls(cfg.fetch.model_dump()), _BLOB_FIELDS)
                        .withColumn("origin", F.lit("http")).withColumn("run_id", F.lit(run_id))
                        .withColumn("stored_at", now))
             # Small Arrow batches: a batch of downloaded images is held in memory at once.
+            # upsert, not insert-only: a URL deferred last run now gets its real status.
             with arrow_batch_rows(spark, 256):
-                lake.merge_insert(IMAGE_BLOBS, fetched)
+                lake.upsert(IMAGE_BLOBS, fetched, update_columns=_INSPECTED_COLUMNS + ["origin", "run_id", "stored_at"])
         missing.unpersist()
 
-        failed = (lake.read(IMAGE_BLOBS).where("status NOT IN ('ok', 'pending')")
+        failed = (lake.read(IMAGE_BLOBS).where(f"status NOT IN {_NOT_ERRORS}")
                   .select(F.sha2(F.concat_ws("\u001f", F.lit("fetch"), "image_url"), 256).substr(1, 24)
                           .alias("error_id"), F.lit("fetch").alias("stage"), F.col("image_url").alias("source_uri"),
                           F.lit(None).cast("string").alias("location"), F.col("status").alias("kind"),
