@@ -207,6 +207,18 @@ def _none_holds(rules: list[tuple[str, Column]]) -> Column:
     return ~holds
 
 
+def _with_language_rule(spark: SparkSession, lake: Lake, rows: DataFrame, rules: list[tuple[str, Column]],
+                        scfg: SentenceFilterConfig, run_id: str, count) -> DataFrame:
+    """Language ID, the first sentence rule: the paper's corpus was English-filtered before its other
+    rules ran. Scores are stored per (sentence, languages), so only new sentences are detected."""
+    scorer = sf.language_scorer(scfg)
+    count("language_scored", sf.ensure_scores(spark, lake, rows, scorer, sf.language_mapper(scfg), run_id,
+                                              rows_per_batch=2048))
+    rows = rows.join(sf.scores(lake, scorer, "lang"), "sentence_id", "left")
+    rules.insert(0, ("language", ~F.col("lang_flag") & (F.col("lang_score") >= scfg.language_min_confidence)))
+    return rows
+
+
 def decide_sentences(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id: str,
                      stage: StageRun | None = None) -> DataFrame:
     scfg = cfg.sentence_filter
@@ -214,6 +226,8 @@ def decide_sentences(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id
     base = lake.read(SENTENCES).drop("drop_reason", "duplicate_of")
     rules = sentence_rules(scfg)
     rows = base
+    if scfg.languages:
+        rows = _with_language_rule(spark, lake, rows, rules, scfg, run_id, count)
     if scfg.cat_filter:
         scorer = sf.cat_scorer(scfg)
         count("cat_scored", sf.ensure_scores(spark, lake, rows.where(_none_holds(rules)), scorer, sf.cat_mapper(scfg),
