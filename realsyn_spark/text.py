@@ -193,3 +193,71 @@ def normalise_style(sentence: str) -> str:
 def dedup_key(sentence: str) -> str:
     """Normalised form for exact-duplicate detection: case, punctuation and spacing ignored."""
     return " ".join(re.sub(r"[^\w\s]", " ", sentence.lower()).split())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Document text nodes -> paragraphs: page furniture removed, paragraphs cut by a page/block break joined
+# ---------------------------------------------------------------------------------------------------
+
+# A text node that is only a page number: "12", "- 12 -", "Page 3", "Seite 3 von 10", "3 / 10", "xii".
+_PAGE_NUMBER = re.compile(
+    r"(?i)^[\s\-–—|]*(?:(?:page|seite|p\.|s\.)\s*)?(?:\d{1,4}|[ivxlc]{1,7})(?:\s*(?:/|of|von|sur)\s*\d{1,4})?[\s\-–—|]*$")
+# Running headers/footers: short lines repeated on many pages (digits ignored: "Chapter 2 · page 14").
+_FURNITURE_MAX_WORDS = 15
+_FURNITURE_MIN_PAGE_SHARE = 0.5
+# A paragraph ends with end punctuation (possibly inside quotes/brackets) or a colon.
+_ENDS_PARAGRAPH = re.compile(r"""[.!?…:;。！？]["')\]’”»]*$""")
+_CONTINUES = re.compile(r"^[a-zà-ÿß]")
+# Shorter pieces are headings, labels or list items ("Ingredients" | "flour, 200 g"), not cut sentences.
+_MIN_CUT_WORDS = 4
+
+
+def _furniture_key(text: str) -> str:
+    return " ".join(re.sub(r"\d+", "#", text.lower()).split())
+
+
+def _running_furniture(nodes: list[tuple[int, str, int | None]]) -> set[str]:
+    """Keys of short lines found on at least half of the pages (and at least two): running headers and
+    footers. Only documents with pages (PDFs) have them."""
+    pages: dict[str, set[int]] = {}
+    all_pages = {page for _, _, page in nodes if page is not None}
+    if len(all_pages) < 2:
+        return set()
+    for _, text, page in nodes:
+        if page is not None and len(text.split()) <= _FURNITURE_MAX_WORDS:
+            pages.setdefault(_furniture_key(text), set()).add(page)
+    need = max(2, _FURNITURE_MIN_PAGE_SHARE * len(all_pages))
+    return {key for key, seen in pages.items() if len(seen) >= need}
+
+
+def continues(previous: str, following: str) -> bool:
+    """`following` continues the paragraph `previous` was cut from: no end punctuation before the break
+    and a lower-case start after it ("you will get no" | "information.")."""
+    return (not _ENDS_PARAGRAPH.search(previous) and bool(_CONTINUES.match(following))
+            and len(previous.split()) >= _MIN_CUT_WORDS)
+
+
+def document_paragraphs(nodes: list[tuple[int, str, int | None]]) -> tuple[list[tuple[int, str]], int, int]:
+    """Text nodes (position, text, page) of one document in reading order -> (paragraphs as (position of
+    the first piece, text), page furniture nodes dropped, breaks joined).
+
+    Page numbers and running headers/footers are dropped (they would sit between the halves of a cut
+    sentence and become sentences of their own); a paragraph that continues after a page or block break
+    is joined to the piece before it, end-of-line hyphenation undone ("exam-" | "ple")."""
+    furniture = _running_furniture(nodes)
+    paragraphs: list[list] = []
+    dropped = joined = 0
+    for position, text, page in nodes:
+        text = " ".join(text.split())
+        if not text:
+            continue
+        if _PAGE_NUMBER.match(text) or (page is not None and _furniture_key(text) in furniture):
+            dropped += 1
+            continue
+        if paragraphs and continues(paragraphs[-1][1], text):
+            previous = paragraphs[-1][1]
+            paragraphs[-1][1] = previous[:-1] + text if previous.endswith("-") else f"{previous} {text}"
+            joined += 1
+            continue
+        paragraphs.append([position, text])
+    return [(position, text) for position, text in paragraphs], dropped, joined
