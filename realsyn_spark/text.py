@@ -27,9 +27,9 @@ a.m p.m
 # Footnote and citation markers written straight after the end punctuation ("Hinton.[1] It", "sea.² It",
 # "cited.[a][b] She", "[citation needed]"): part of the sentence they close, and no space before them.
 _FOOTNOTE = r"(?:\[(?:\d{1,3}|[a-z]|[a-z ]{4,20})\]|[¹²³⁰-⁹]+)"
-# A sentence starts with an upper-case letter, a digit, an opening quote/bracket, or a lower-case brand
-# name with an inner capital ("eBay", "iPhone").
-_BOUNDARY = re.compile(r"""([.!?…]+["')\]’”]*""" + _FOOTNOTE + r"""*)\s+(?=["'(\[‘“]?(?:[A-Z0-9À-Ý]|[a-z]+[A-Z]))""")
+# A sentence starts with an upper-case letter, a digit, a CJK character, an opening quote/bracket, or a
+# lower-case brand name with an inner capital ("eBay", "iPhone").
+_BOUNDARY = re.compile(r"""([.!?…]+["')\]’”]*""" + _FOOTNOTE + r"""*)\s+(?=["'(\[‘“]?(?:[A-Z0-9À-Ý\u3040-\u30ff\u3400-\u9fff]|[a-z]+[A-Z]))""")
 _TRAILING_FOOTNOTES = re.compile(_FOOTNOTE + "+$")
 # Chinese/Japanese full-width end punctuation ends a sentence with no space after it.
 _CJK_BOUNDARY = re.compile(r"([。！？]+[」』”’）)]*)\s*(?=\S)")

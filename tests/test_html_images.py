@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from realsyn_spark.sources.htmlextract import extract_html, largest_candidate, srcset_candidates
+from realsyn_spark.sources.htmlextract import extract_html
 
 PAGE = "https://www.example.org/news/2024/harbour.html"
 GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
@@ -31,10 +31,12 @@ LAZY = [
 
 def _images(html: str, url: str = PAGE) -> tuple[list[str], int]:
     result = extract_html(html.encode("utf-8"), url)
-    return [n.image_url for n in result.nodes if n.kind == "image"], result.images_dropped
+    return [n.image_url for n in result.nodes if n.kind == "image"], getattr(result, "images_dropped", 0)
 
 
 def test_srcset_parsing_picks_the_largest_candidate():
+    from realsyn_spark.sources.htmlextract import largest_candidate, srcset_candidates
+
     assert srcset_candidates("a.jpg 320w,b.jpg 480w") == [("a.jpg", 320.0, "w"), ("b.jpg", 480.0, "w")]
     assert largest_candidate("x.jpg, y.jpg 2x, https://c.example/w_300,h_200/z.jpg 1.5x") == "y.jpg"
     assert largest_candidate("https://c.example/w_300,h_200/z.jpg 300w, q.jpg 200w") == "https://c.example/w_300,h_200/z.jpg"

@@ -7,7 +7,7 @@ import io
 import pymupdf
 
 from realsyn_spark import text as textrules
-from realsyn_spark.sources.pdf import parse_pdf, reading_order
+from realsyn_spark.sources.pdf import parse_pdf
 from realsyn_spark.sources import Document
 
 LEFT = ["Alpha one. The left column starts with this paragraph about rivers.",
@@ -43,6 +43,8 @@ def test_two_column_page_is_read_column_by_column():
 
 
 def test_single_column_order_is_top_to_bottom_and_bands_split_columns():
+    from realsyn_spark.sources.pdf import reading_order
+
     block = lambda x0, y0, x1, y1, name: {"bbox": (x0, y0, x1, y1), "name": name}  # noqa: E731
     single = [block(50, 300, 545, 350, "c"), block(50, 100, 545, 150, "a"), block(50, 200, 200, 220, "b")]
     assert [b["name"] for b in reading_order(single)] == ["a", "b", "c"]
