@@ -86,3 +86,10 @@ def test_navigation_images_and_icons_are_dropped_and_counted():
     images, dropped = _images(MENU_PAGE)
     assert images == ["https://www.example.org/photos/lead-harbour.jpg", "https://www.example.org/photos/nets.jpg"]
     assert dropped >= 4   # the icons inside the article, which the main-content extractor keeps
+
+
+def test_a_described_photo_that_names_a_brand_is_not_an_icon():
+    html = (f"<html><body><article><p>{PARAGRAPH * 3}</p>"
+            '<img src="/photos/hq.jpg" alt="The Facebook office seen from the harbour at dusk">'
+            f"<p>{PARAGRAPH}</p></article></body></html>")
+    assert _images(html) == (["https://www.example.org/photos/hq.jpg"], 0)

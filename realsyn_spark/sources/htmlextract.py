@@ -322,7 +322,9 @@ def _is_icon(img: lxml.html.HtmlElement, url: str) -> bool:
     if all(side is not None and side <= _ICON_MAX_SIDE for side in sides):
         return True
     parent = img.getparent()
-    labels = [img.get("class"), img.get("id"), img.get("alt")]
+    alt = img.get("alt") or ""
+    # an icon's alt is a label ("Share", "Menu"); a described photo may mention a brand ("the Facebook office")
+    labels = [img.get("class"), img.get("id"), alt if len(alt.split()) <= 2 else None]
     if parent is not None and parent.tag in ("a", "button", "span"):
         labels += [parent.get("class"), parent.get("id")]
     file_name = urlsplit(url).path.rsplit("/", 1)[-1]
