@@ -98,3 +98,16 @@ def test_document_paragraphs_keeps_headings_lists_and_finished_paragraphs_apart(
     # a line repeated on one page only is content, not a running header
     one_page = [(0, "Summary of results", 1), (1, "Summary of results", 1), (2, "Details follow here.", 2)]
     assert len(textrules.document_paragraphs(one_page)[0]) == 3
+
+
+def test_html_paragraph_split_by_br_or_an_inline_image_is_one_sentence():
+    from realsyn_spark.sources.htmlextract import extract_html_nodes
+
+    html = ('<html><body><div>The ferry to the island leaves the harbour<br>twice a day in summer.</div>'
+            '<div><span>The old lighthouse keeper lives</span><img src="/k.jpg"><span>on the hill above it.</span>'
+            '</div></body></html>')
+    _, nodes = extract_html_nodes(html, "https://example.org/a.html")
+    paragraphs, _, _ = textrules.document_paragraphs([(n.position, n.text, n.page) for n in nodes if n.kind == "text"])
+    sentences = [s for _, p in paragraphs for s in textrules.split_sentences(p)]
+    assert sentences == ["The ferry to the island leaves the harbour twice a day in summer.",
+                         "The old lighthouse keeper lives on the hill above it."]
