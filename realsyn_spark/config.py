@@ -97,6 +97,10 @@ class SentenceFilterConfig(_Section):
     drop_urls: bool = True
     exact_dedup: bool = True
     normalise_style: bool = False
+    # Language ID (py3langid): drop a sentence detected as another language with at least this probability.
+    # An empty list turns the rule off.
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    language_min_confidence: float = Field(0.8, ge=0.0, le=1.0)
     # CAT (complexity >= C1 and an action), from a spaCy dependency parse.
     cat_filter: bool = True
     cat_min_complexity: int = Field(1, ge=0)

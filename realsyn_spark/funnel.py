@@ -38,6 +38,8 @@ FUNNEL_STEPS = {
         Step("redundancy", ("exact_duplicate", "near_duplicate", "semantic_duplicate"), 198e6),
     ]),
     "sentences": (SENTENCES, [
+        # OBELICS, the paper's source, was English-filtered before its 2.13e9 sentences were counted.
+        Step("language", ("language",), None),
         Step("extracted", (), 2.13e9),
         Step("quality", ("emoji", "url", "min_words", "max_words", "cat"), 1.82e9),
         Step("semantic", ("entropy", "perplexity"), 1.16e9),

@@ -167,6 +167,12 @@ BOILERPLATE_SENTENCES = (
     "Please share this story with friends who love the outdoors.",
     "Sign up for our newsletter to hear about the next walking tour.",
 )
+# Sentences in other languages (raw crawls are not English-filtered): the language rule drops them.
+FOREIGN_SENTENCES = (
+    "Die Fischer bringen jeden Morgen ihren Fang in den kleinen Hafen der Altstadt.",
+    "Les enfants jouent au ballon sur la place devant la vieille église du village.",
+    "游客们在古老的城墙上拍摄日落的照片。",
+)
 WINDOWS_1252_SENTENCES = (
     "The café near the harbour serves crème brûlée and strong espresso to tired fishermen.",
     "A naïve tourist from Zürich is photographing the façade of the old cathedral.",
@@ -566,7 +572,11 @@ def write_sample_warc(builder: CorpusBuilder, path: str, pages: int) -> None:
     members = [_gzip_member(_warcinfo_bytes(builder.rng, os.path.basename(path)))]
     for page_index in range(pages):
         windows_1252 = page_index == 2
-        plan = _warc_plan(builder, page_index, page_index, extra=WINDOWS_1252_SENTENCES if windows_1252 else ())
+        foreign = page_index == 1
+        extra = WINDOWS_1252_SENTENCES if windows_1252 else FOREIGN_SENTENCES if foreign else ()
+        plan = _warc_plan(builder, page_index, page_index, extra=extra)
+        if foreign:
+            builder.ledger.sentence_cases["foreign_language"] += len(FOREIGN_SENTENCES)
         if windows_1252:
             # declared only in the HTTP header: the parser has to honour Content-Type's charset
             body = render_html(plan, charset=None).encode("cp1252")
@@ -798,7 +808,8 @@ def _summary(builder: CorpusBuilder, out_dir: str, seed: int, scale: int) -> dic
             "distinct": len(occurrences),
             "repeated_occurrences": sum(n - 1 for n in occurrences.values()),
             **{case: ledger.sentence_cases.get(case, 0)
-               for case in ("emoji", "url", "short", "long", "boilerplate", "low_entropy", "windows_1252")},
+               for case in ("emoji", "url", "short", "long", "boilerplate", "low_entropy", "windows_1252",
+                            "foreign_language")},
         },
         "damaged": {
             "warc/broken.warc.gz": {"good_pages": BROKEN_WARC_GOOD_PAGES, "bad_members": 2},

@@ -55,6 +55,19 @@ def cat_scorer(cfg: SentenceFilterConfig) -> str:
     return f"cat-v{CAT_VERSION}:{cfg.spacy_model}"
 
 
+def language_scorer(cfg: SentenceFilterConfig) -> str:
+    """The languages are part of the scorer: the stored flag says "one of these languages"."""
+    from udfs.langid import LANGID_VERSION
+
+    return f"langid-v{LANGID_VERSION}:py3langid:{','.join(sorted(cfg.languages))}"
+
+
+def language_mapper(cfg: SentenceFilterConfig):
+    from udfs.langid import language_mapper as mapper
+
+    return mapper(list(cfg.languages))
+
+
 def perplexity_scorer(cfg: SentenceFilterConfig) -> str:
     return f"ppl:{cfg.perplexity_model}"
 

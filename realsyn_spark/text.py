@@ -21,11 +21,18 @@ import unicodedata
 ABBREVIATIONS = frozenset("""
 mr mrs ms dr prof sr jr st vs etc inc ltd co corp dept univ approx fig figs no nos vol eds ed al
 jan feb mar apr jun jul aug sep sept oct nov dec mt ft gen col lt sgt capt rev hon est e.g i.e u.s u.k
+a.m p.m
 """.split())
 
-# A sentence starts with an upper-case letter, a digit, an opening quote/bracket, or a lower-case brand
-# name with an inner capital ("eBay", "iPhone").
-_BOUNDARY = re.compile(r"""([.!?…]+["')\]’”]*)\s+(?=["'(\[‘“]?(?:[A-Z0-9À-Ý]|[a-z]+[A-Z]))""")
+# Footnote and citation markers written straight after the end punctuation ("Hinton.[1] It", "sea.² It",
+# "cited.[a][b] She", "[citation needed]"): part of the sentence they close, and no space before them.
+_FOOTNOTE = r"(?:\[(?:\d{1,3}|[a-z]|[a-z ]{4,20})\]|[¹²³⁰-⁹]+)"
+# A sentence starts with an upper-case letter, a digit, a CJK character, an opening quote/bracket, or a
+# lower-case brand name with an inner capital ("eBay", "iPhone").
+_BOUNDARY = re.compile(r"""([.!?…]+["')\]’”]*""" + _FOOTNOTE + r"""*)\s+(?=["'(\[‘“]?(?:[A-Z0-9À-Ý\u3040-\u30ff\u3400-\u9fff]|[a-z]+[A-Z]))""")
+_TRAILING_FOOTNOTES = re.compile(_FOOTNOTE + "+$")
+# Chinese/Japanese full-width end punctuation ends a sentence with no space after it.
+_CJK_BOUNDARY = re.compile(r"([。！？]+[」』”’）)]*)\s*(?=\S)")
 _LAST_WORD = re.compile(r"(\S+)$")
 _NEXT_WORD = re.compile(r"""["'(\[‘“]?([^\s"'()\[\]‘’“”.,;:!?]+)""")
 
@@ -38,6 +45,28 @@ SENTENCE_STARTERS = frozenset("""
 the a an it he she they we i this that these those there his her their our my its in on at but and so then
 after when while if as for however meanwhile today yesterday later now
 """.split())
+
+# "a.m." / "p.m." end the sentence before any capitalised word except those that continue a time inside
+# one: a weekday, a month or a time zone ("at 9 a.m. Monday", "at 6 p.m. EST").
+TIME_ABBREVIATIONS = frozenset(("a.m", "p.m"))
+TIME_CONTINUATIONS = frozenset("""
+monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs fri sat sun
+january february march april may june july august september october november december jan feb mar apr
+jun jul aug sep sept oct nov dec
+utc gmt bst cet cest eet est edt cst cdt mst mdt pst pdt et ct mt pt ist jst aest
+eastern central pacific mountain
+""".split())
+
+# German (and Nordic) ordinal numbers are written "30." ("am 30. März 2017", "im 19. Jahrhundert"): a
+# number of one to three digits with a period is not a sentence end when a month name follows, or when
+# an article or article-preposition contraction precedes it (they cannot end a sentence).
+MONTHS = frozenset("""
+januar jänner februar märz april mai juni juli august september oktober november dezember
+january february march may june july october december
+jan feb mär mrz apr jun jul aug sep sept okt oct nov dez dec
+""".split())
+ORDINAL_PRECEDERS = frozenset("am im vom zum zur beim der die das dem den des dieser diesem diesen jeden jedem".split())
+_ORDINAL_NUMBER = re.compile(r"(?:^|\s)(\S+)\s+\d{1,3}\.$")
 
 # Emoji: pictographs, emoticons, transport/map, dingbats, symbols & pictographs ext., flags, VS-16.
 EMOJI_PATTERN = (
@@ -65,7 +94,7 @@ WORD_RE = _python_regex(WORD_PATTERN)
 
 
 def _ends_with_abbreviation(chunk: str) -> bool:
-    match = _LAST_WORD.search(chunk)
+    match = _LAST_WORD.search(_TRAILING_FOOTNOTES.sub("", chunk))
     if not match:
         return False
     word = match.group(1).rstrip(".!?…\"')]’”").lower().lstrip("(\"'‘“")
@@ -82,7 +111,20 @@ def _abbreviation_ends_sentence(chunk: str, following: str) -> bool:
     if not last or not nxt:
         return False
     word = last.group(1).rstrip(".!?…\"')]’”").lower().lstrip("(\"'‘“")
-    return word in SENTENCE_FINAL_ABBREVIATIONS and nxt.group(1).lower() in SENTENCE_STARTERS
+    following_word = nxt.group(1).lower()
+    if word in TIME_ABBREVIATIONS:
+        return following_word not in TIME_CONTINUATIONS
+    return word in SENTENCE_FINAL_ABBREVIATIONS and following_word in SENTENCE_STARTERS
+
+
+def _is_ordinal(chunk: str, following: str) -> bool:
+    """"am 30." before "März": a German ordinal number, not a sentence end."""
+    match = _ORDINAL_NUMBER.search(chunk)
+    if not match:
+        return False
+    nxt = _NEXT_WORD.match(following)
+    return (match.group(1).lower() in ORDINAL_PRECEDERS
+            or (nxt is not None and nxt.group(1).lower() in MONTHS))
 
 
 def split_sentences(paragraph: str | None) -> list[str]:
@@ -93,19 +135,40 @@ def split_sentences(paragraph: str | None) -> list[str]:
     sentences, start = [], 0
     for match in _BOUNDARY.finditer(text):
         end = match.end(1)
-        if (match.group(1).startswith(".") and _ends_with_abbreviation(text[start:end])
-                and not _abbreviation_ends_sentence(text[start:end], text[match.end():])):
+        chunk, following = text[start:end], text[match.end():]
+        if match.group(1).startswith(".") and (
+                (_ends_with_abbreviation(chunk) and not _abbreviation_ends_sentence(chunk, following))
+                or _is_ordinal(chunk, following)):
             continue
-        sentences.append(text[start:end].strip())
+        sentences.append(chunk.strip())
         start = match.end()
     tail = text[start:].strip()
     if tail:
         sentences.append(tail)
-    return [s for s in sentences if s]
+    return [piece for s in sentences for piece in _split_cjk(s) if piece]
+
+
+def _split_cjk(sentence: str) -> list[str]:
+    """Split after 。！？, which end Chinese/Japanese sentences without a following space."""
+    if not _CJK_BOUNDARY.search(sentence):
+        return [sentence]
+    return [piece.strip() for piece in _CJK_BOUNDARY.sub("\\1\n", sentence).split("\n") if piece.strip()]
+
+
+# Han, Hiragana, Katakana and Hangul characters: text written without spaces between words.
+_CJK_CHAR = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 
 
 def count_words(sentence: str) -> int:
-    return sum(1 for token in sentence.split() if WORD_RE.search(token))
+    """Whitespace tokens holding a letter or digit; in scripts written without spaces (Chinese, Japanese)
+    every character counts as a word (Chinese words are one or two characters), so the word-count rules
+    measure such sentences instead of seeing one huge "word"."""
+    count = 0
+    for token in sentence.split():
+        cjk = len(_CJK_CHAR.findall(token))
+        rest = _CJK_CHAR.sub(" ", token)
+        count += cjk + sum(1 for piece in rest.split() if WORD_RE.search(piece))
+    return count
 
 
 def has_emoji(sentence: str) -> bool:
@@ -130,3 +193,71 @@ def normalise_style(sentence: str) -> str:
 def dedup_key(sentence: str) -> str:
     """Normalised form for exact-duplicate detection: case, punctuation and spacing ignored."""
     return " ".join(re.sub(r"[^\w\s]", " ", sentence.lower()).split())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Document text nodes -> paragraphs: page furniture removed, paragraphs cut by a page/block break joined
+# ---------------------------------------------------------------------------------------------------
+
+# A text node that is only a page number: "12", "- 12 -", "Page 3", "Seite 3 von 10", "3 / 10", "xii".
+_PAGE_NUMBER = re.compile(
+    r"(?i)^[\s\-–—|]*(?:(?:page|seite|p\.|s\.)\s*)?(?:\d{1,4}|[ivxlc]{1,7})(?:\s*(?:/|of|von|sur)\s*\d{1,4})?[\s\-–—|]*$")
+# Running headers/footers: short lines repeated on many pages (digits ignored: "Chapter 2 · page 14").
+_FURNITURE_MAX_WORDS = 15
+_FURNITURE_MIN_PAGE_SHARE = 0.5
+# A paragraph ends with end punctuation (possibly inside quotes/brackets) or a colon.
+_ENDS_PARAGRAPH = re.compile(r"""[.!?…:;。！？]["')\]’”»]*$""")
+_CONTINUES = re.compile(r"^[a-zà-ÿß]")
+# Shorter pieces are headings, labels or list items ("Ingredients" | "flour, 200 g"), not cut sentences.
+_MIN_CUT_WORDS = 4
+
+
+def _furniture_key(text: str) -> str:
+    return " ".join(re.sub(r"\d+", "#", text.lower()).split())
+
+
+def _running_furniture(nodes: list[tuple[int, str, int | None]]) -> set[str]:
+    """Keys of short lines found on at least half of the pages (and at least two): running headers and
+    footers. Only documents with pages (PDFs) have them."""
+    pages: dict[str, set[int]] = {}
+    all_pages = {page for _, _, page in nodes if page is not None}
+    if len(all_pages) < 2:
+        return set()
+    for _, text, page in nodes:
+        if page is not None and len(text.split()) <= _FURNITURE_MAX_WORDS:
+            pages.setdefault(_furniture_key(text), set()).add(page)
+    need = max(2, _FURNITURE_MIN_PAGE_SHARE * len(all_pages))
+    return {key for key, seen in pages.items() if len(seen) >= need}
+
+
+def continues(previous: str, following: str) -> bool:
+    """`following` continues the paragraph `previous` was cut from: no end punctuation before the break
+    and a lower-case start after it ("you will get no" | "information.")."""
+    return (not _ENDS_PARAGRAPH.search(previous) and bool(_CONTINUES.match(following))
+            and len(previous.split()) >= _MIN_CUT_WORDS)
+
+
+def document_paragraphs(nodes: list[tuple[int, str, int | None]]) -> tuple[list[tuple[int, str]], int, int]:
+    """Text nodes (position, text, page) of one document in reading order -> (paragraphs as (position of
+    the first piece, text), page furniture nodes dropped, breaks joined).
+
+    Page numbers and running headers/footers are dropped (they would sit between the halves of a cut
+    sentence and become sentences of their own); a paragraph that continues after a page or block break
+    is joined to the piece before it, end-of-line hyphenation undone ("exam-" | "ple")."""
+    furniture = _running_furniture(nodes)
+    paragraphs: list[list] = []
+    dropped = joined = 0
+    for position, text, page in nodes:
+        text = " ".join(text.split())
+        if not text:
+            continue
+        if _PAGE_NUMBER.match(text) or (page is not None and _furniture_key(text) in furniture):
+            dropped += 1
+            continue
+        if paragraphs and continues(paragraphs[-1][1], text):
+            previous = paragraphs[-1][1]
+            paragraphs[-1][1] = previous[:-1] + text if previous.endswith("-") else f"{previous} {text}"
+            joined += 1
+            continue
+        paragraphs.append([position, text])
+    return [(position, text) for position, text in paragraphs], dropped, joined

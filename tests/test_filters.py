@@ -130,6 +130,8 @@ SENTENCES_IN = {
     "entropy": "Zyxwv photographed Qwvtr near Plkmn.",                    # passes CAT, only rare words
     "emoji": "A dog runs on the beach \U0001F436 today.",
     "short": "Dog runs.",
+    "german": "Die Kinder lassen im Stadtpark einen roten Drachen steigen.",  # language rule (en only)
+    "french": "Un pêcheur répare un vieux filet sur le quai en bois.",
 }
 
 
@@ -157,7 +159,8 @@ def test_sentence_rules_in_order_and_threshold_changes_need_no_reingest(spark, t
     decided = _reasons(extract.decide_sentences(spark, lake, cfg, "r1"))
     assert decided == {
         "keep1": (None, None), "keep2": (None, None), "z_dup": ("exact_duplicate", "keep1"),
-        "cat": ("cat", None), "entropy": ("entropy", None), "emoji": ("emoji", None), "short": ("min_words", None)}
+        "cat": ("cat", None), "entropy": ("entropy", None), "emoji": ("emoji", None), "short": ("min_words", None),
+        "german": ("language", None), "french": ("language", None)}
     scores = lake.read(SENTENCE_SCORES)
     ppl_scored = {r.sentence_id for r in scores.where(F.col("scorer").startswith("ppl:")).collect()}
     assert "emoji" not in ppl_scored and "cat" not in ppl_scored and "entropy" not in ppl_scored  # only rows that reach it
@@ -178,6 +181,28 @@ def test_sentence_rules_in_order_and_threshold_changes_need_no_reingest(spark, t
                                    "sentence_filter.min_entropy=0", "image_filter.near_dedup=false"])
     assert _reasons(extract.decide_sentences(spark, lake, loose, "r3"))["entropy"] == (None, None)
     assert lake.read(SENTENCE_SCORES).count() == before + 1
+
+
+def test_language_rule_keeps_listed_languages_and_rescores_only_for_a_new_list(spark, tmp_path):
+    cfg, lake = _sentence_lake(spark, tmp_path, ["sentence_filter.cat_filter=false",
+                                                 "sentence_filter.perplexity_filter=false"])
+    from realsyn_spark.runlog import StageRun
+
+    stage = StageRun("r", "extract")
+    decided = _reasons(extract.decide_sentences(spark, lake, cfg, "r1", stage))
+    assert decided["german"] == ("language", None) and decided["french"] == ("language", None)
+    assert decided["keep1"] == (None, None)
+    assert stage.counters["language_scored"] == len(SENTENCES_IN) + 20    # every sentence, background included
+    again = StageRun("r", "extract")
+    extract.decide_sentences(spark, lake, cfg, "r2", again)
+    assert again.counters["language_scored"] == 0                        # stored scores are reused
+    both = load_config(overrides=[f"lake.root={tmp_path}", "sentence_filter.languages=[en, de]",
+                                  "sentence_filter.cat_filter=false", "sentence_filter.perplexity_filter=false"])
+    decided = _reasons(extract.decide_sentences(spark, lake, both, "r3"))
+    assert decided["german"][0] != "language" and decided["french"] == ("language", None)   # later rules may apply
+    off = load_config(overrides=[f"lake.root={tmp_path}", "sentence_filter.languages=[]",
+                                 "sentence_filter.cat_filter=false", "sentence_filter.perplexity_filter=false"])
+    assert _reasons(extract.decide_sentences(spark, lake, off, "r4"))["french"][0] != "language"
 
 
 def test_perplexity_rule_skipped_when_configured(spark, tmp_path):

@@ -66,9 +66,10 @@ def test_each_filter_rule_dropped_something(spark, runs):
     for rule in ("images:min_side", "images:aspect_ratio", "images:exact_duplicate", "images:unavailable",
                  "sentences:emoji", "sentences:url", "sentences:min_words", "sentences:max_words",
                  "sentences:exact_duplicate", "sentences:cat", "sentences:perplexity",
-                 "images:near_duplicate", "sentences:entropy"):
+                 "images:near_duplicate", "sentences:entropy", "sentences:language"):
         assert counters.get(rule, 0) > 0, (rule, counters)
-    for key in ("phash_computed", "near_dup_candidate_pairs", "near_dup_edges", "cat_scored", "perplexity_scored"):
+    for key in ("phash_computed", "near_dup_candidate_pairs", "near_dup_edges", "cat_scored", "perplexity_scored",
+                "language_scored"):
         assert key in counters, (key, counters)
     images = lake.read(IMAGES)
     assert images.count() == sum(v for k, v in counters.items() if k.startswith("images:") and k != "images:total")

@@ -61,3 +61,39 @@ def test_spark_rlike_agrees_with_python(spark):
                          f"s rlike '{text.URL_PATTERN.replace(chr(92), chr(92) * 2)}' AS u").collect()
     for row in rows:
         assert (row.e, row.u) == (text.has_emoji(row.s), text.has_url(row.s)), row.s
+
+
+# Issue 10: segmentation classes seen on real pages (examples written apart from the gold sets).
+@pytest.mark.parametrize("sentences", [
+    ["The clinic opens at 8 a.m. Tuesday to Friday.", "Bring your card."],
+    ["Kick-off is at 3 p.m. GMT on the main pitch.", "Gates open earlier."],
+    ["The power failed at 2 a.m.", "Engineers restored it by dawn."],
+])
+def test_am_pm_ends_a_sentence_only_before_a_sentence_start(sentences):
+    assert text.split_sentences(" ".join(sentences)) == sentences
+
+
+@pytest.mark.parametrize("sentences", [
+    ["Die Ausstellung beginnt am 5. Mai 2025 im Rathaus.", "Der Eintritt ist frei."],
+    ["Das Haus wurde im 17. Jahrhundert gebaut.", "Es steht unter Denkmalschutz."],
+    ["Bis zum 31. Juli gilt der alte Tarif.", "Danach steigt der Preis."],
+    ["Der Bus fährt ab Steig 3.", "Er kommt pünktlich."],
+])
+def test_german_ordinal_dates_do_not_split(sentences):
+    assert text.split_sentences(" ".join(sentences)) == sentences
+
+
+@pytest.mark.parametrize("sentences", [
+    ["The method was introduced by Hochreiter.[7]", "It is widely used today."],
+    ["Sales tripled after the launch.[15][16]", "Competitors followed."],
+    ["The glacier has retreated since 1850.³", "Its lake is growing."],
+])
+def test_footnote_marker_after_the_period_ends_the_sentence(sentences):
+    assert text.split_sentences(" ".join(sentences)) == sentences
+
+
+def test_chinese_sentences_split_and_count_characters_as_words():
+    sentences = text.split_sentences("北京是中国的首都。它有很多历史建筑！你去过吗？")
+    assert sentences == ["北京是中国的首都。", "它有很多历史建筑！", "你去过吗？"]
+    assert text.count_words("北京是中国的首都。") == 8
+    assert text.count_words("iPhone 在中国 sells well") == 6

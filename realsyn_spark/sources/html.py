@@ -42,5 +42,6 @@ def parse_html(source_uri: str, data: bytes, base_url: str = "http://localhost/"
     if result.keep:
         yield Document(
             source_uri=source_uri, source_kind="html", record_offset=None, url=url, title=result.title,
-            nodes=result.nodes, metadata={"charset": result.encoding},
+            nodes=result.nodes, metadata={"charset": result.encoding,
+                                          **({"images_dropped": result.images_dropped} if result.images_dropped else {})},
         )

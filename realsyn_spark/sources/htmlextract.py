@@ -194,16 +194,92 @@ def _is_tracking_pixel(img: lxml.html.HtmlElement, src: str) -> bool:
     return bool(_TRACKING_NAME.search(urlsplit(src).path))
 
 
+# Placeholders lazy-loading scripts put in `src` until the real image scrolls into view.
+_PLACEHOLDER_NAME = re.compile(
+    r"(?i)(lazy|placeholder|spacer|blank|loading|loader|transparent|pixel|1x1|dummy|empty|grey|gray)[^/]*"
+    r"\.(gif|png|svg|webp)$")
+_SRCSET_ATTRIBUTES = ("data-srcset", "data-lazy-srcset", "srcset")
+# "a.jpg 320w, b.jpg 2x": a candidate list, not a URL (some pages put one in data-src too).
+_HAS_DESCRIPTOR = re.compile(r"\s\d+(?:\.\d+)?[wxh]\s*(?:,|$)", re.IGNORECASE)
+_DESCRIPTOR = re.compile(r"^(\d+(?:\.\d+)?)([wx])$", re.IGNORECASE)
+
+
+def srcset_candidates(srcset: str) -> list[tuple[str, float, str]]:
+    """(url, size, unit) of a srcset, unit "w" (width) or "x" (density, 1x when none), as the HTML
+    standard parses it: a URL is a run of non-space characters (commas inside it allowed, trailing
+    commas end the candidate), then descriptors up to the next comma."""
+    candidates, i, n = [], 0, len(srcset)
+    while i < n:
+        while i < n and (srcset[i].isspace() or srcset[i] == ","):
+            i += 1
+        start = i
+        while i < n and not srcset[i].isspace():
+            i += 1
+        url = srcset[start:i]
+        descriptors = ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            end = srcset.find(",", i)
+            end = n if end < 0 else end
+            descriptors, i = srcset[i:end].strip(), end + 1
+        if not url:
+            continue
+        size, unit = 1.0, "x"
+        for descriptor in descriptors.split():
+            match = _DESCRIPTOR.match(descriptor)
+            if match:
+                size, unit = float(match.group(1)), match.group(2).lower()
+        candidates.append((url, size, unit))
+    return candidates
+
+
+def largest_candidate(srcset: str) -> Optional[str]:
+    """The largest image of a srcset: by width when any candidate gives one, else by density."""
+    candidates = [c for c in srcset_candidates(srcset) if not c[0].startswith("data:")]
+    if not candidates:
+        return None
+    widths = [c for c in candidates if c[2] == "w"]
+    return max(widths or candidates, key=lambda c: c[1])[0]
+
+
+def _single_url(value: Optional[str]) -> Optional[str]:
+    """An attribute value as one URL: a candidate list gives its largest; data: URIs are placeholders."""
+    value = (value or "").strip()
+    if _HAS_DESCRIPTOR.search(value) or "," in value and " " in value:
+        value = largest_candidate(value) or ""
+    return value if value and not value.startswith("data:") else None
+
+
+def is_placeholder(src: str) -> bool:
+    return src.startswith("data:") or bool(_PLACEHOLDER_NAME.search(urlsplit(src).path))
+
+
+def _picture_srcsets(img: lxml.html.HtmlElement) -> list[str]:
+    # libxml2 does not know <source> is void and nests the <img> inside it: look up to the <picture>
+    picture = next(img.iterancestors("picture"), None)
+    if picture is None:
+        return []
+    return [source.get(attribute) for source in picture.iter("source")
+            for attribute in _SRCSET_ATTRIBUTES if source.get(attribute)]
+
+
 def _raw_image_src(img: lxml.html.HtmlElement) -> Optional[str]:
-    """The real source of an <img>: lazy-loading pages keep it in data-* and put a placeholder in src."""
-    src = (img.get("src") or "").strip()
-    if src and not src.startswith("data:"):
-        return src
+    """The real source of an <img>. Lazy-loading pages keep it in data-* (or a srcset) and put a
+    placeholder (1x1 GIF, data: URI, "lazy_placeholder.gif", nothing) in src. Order: a lazy data-*
+    URL, the largest candidate of the img's and its <picture>'s srcsets, then src unless a placeholder."""
     for attribute in _LAZY_SRC_ATTRIBUTES:
-        lazy = (img.get(attribute) or "").strip()
-        if lazy and not lazy.startswith("data:"):
+        lazy = _single_url(img.get(attribute))
+        if lazy and not is_placeholder(lazy):
             return lazy
-    return None
+    srcsets = [img.get(attribute) for attribute in _SRCSET_ATTRIBUTES if img.get(attribute)]
+    candidates = [c for srcset in srcsets + _picture_srcsets(img) for c in srcset_candidates(srcset)
+                  if not is_placeholder(c[0])]
+    if candidates:
+        widths = [c for c in candidates if c[2] == "w"]
+        return max(widths or candidates, key=lambda c: c[1])[0]
+    src = _single_url(img.get("src"))
+    return src if src and not is_placeholder(src) else None
 
 
 def absolute_image_url(src: str, base_url: Optional[str]) -> Optional[str]:
@@ -217,11 +293,49 @@ def absolute_image_url(src: str, base_url: Optional[str]) -> Optional[str]:
         url, scheme = "http:" + url, "http"
     if scheme not in ("http", "https") or _CONTROL_CHARS.search(url):
         return None
-    return url
+    # a literal space is percent-encoded by browsers; a URL never carries srcset descriptors
+    return url.strip().replace(" ", "%20")
 
 
-def _prepare_images(tree: lxml.html.HtmlElement, base_url: Optional[str]) -> None:
-    """Rewrite every <img> in place: absolute src, lazy attributes folded in, pixels/non-http removed."""
+# Page furniture: images there are menus, logos and teasers, not content. A <header> inside an
+# <article>/<main> is the article's own (its lead photo), so only a page-level <header> counts.
+_FURNITURE_TAGS = {"nav", "footer", "aside", "menu"}
+_FURNITURE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "menu", "menubar"}
+# Icons and buttons, by a word in the class/id/alt of the image or its link/button, or its file name.
+_ICON_WORDS = re.compile(
+    r"(?i)(?:^|[\s_\-./])(icons?|ico|logo|sprites?|social|share|sharing|facebook|twitter|linkedin|pinterest|"
+    r"instagram|whatsapp|youtube|tiktok|rss|menu|hamburger|burger|arrows?|chevron|caret|btn|button|badge|"
+    r"favicon|emoji|smiley|spinner|avatar)(?=$|[\s_\-./\d])")
+_ICON_MAX_SIDE = 48
+
+
+def _in_page_furniture(img: lxml.html.HtmlElement) -> bool:
+    ancestors = list(img.iterancestors())
+    tags = {a.tag for a in ancestors if isinstance(a.tag, str)}
+    if tags & _FURNITURE_TAGS or any((a.get("role") or "").lower() in _FURNITURE_ROLES for a in ancestors):
+        return True
+    return "header" in tags and not tags & {"article", "main"}
+
+
+def _is_icon(img: lxml.html.HtmlElement, url: str) -> bool:
+    sides = [_dimension(img.get("width")), _dimension(img.get("height"))]
+    if all(side is not None and side <= _ICON_MAX_SIDE for side in sides):
+        return True
+    parent = img.getparent()
+    alt = img.get("alt") or ""
+    # an icon's alt is a label ("Share", "Menu"); a described photo may mention a brand ("the Facebook office")
+    labels = [img.get("class"), img.get("id"), alt if len(alt.split()) <= 2 else None]
+    if parent is not None and parent.tag in ("a", "button", "span"):
+        labels += [parent.get("class"), parent.get("id")]
+    file_name = urlsplit(url).path.rsplit("/", 1)[-1]
+    return any(_ICON_WORDS.search(label) for label in labels + [file_name] if label)
+
+
+def _prepare_images(tree: lxml.html.HtmlElement, base_url: Optional[str]) -> set[str]:
+    """Rewrite every <img> in place: absolute src, lazy attributes folded in, pixels/non-http removed.
+    Returns the URLs of navigation/header/footer/aside images and icons, which are left in the tree
+    (they are dropped from what the extractor keeps, and counted)."""
+    furniture: set[str] = set()
     for img in list(tree.iter("img")):
         src = _raw_image_src(img)
         url = absolute_image_url(src, base_url) if src else None
@@ -229,8 +343,11 @@ def _prepare_images(tree: lxml.html.HtmlElement, base_url: Optional[str]) -> Non
             img.drop_tree()  # keeps the tail text
             continue
         img.set("src", url)
-        for attribute in _LAZY_SRC_ATTRIBUTES + ("srcset",):
+        for attribute in _LAZY_SRC_ATTRIBUTES + _SRCSET_ATTRIBUTES:
             img.attrib.pop(attribute, None)
+        if _in_page_furniture(img) or _is_icon(img, url):
+            furniture.add(url)
+    return furniture
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -416,28 +533,35 @@ def _choose_items(trafilatura_items: list[_Item], walker: Callable[[], list[_Ite
     return walked if any(item.kind == "image" for item in walked) else trafilatura_items
 
 
-def extract_html_nodes(html: str, page_url: Optional[str]) -> tuple[Optional[str], list[Node]]:
-    """Main content of a decoded page as (title, nodes) with absolute image URLs.
-
-    Never raises on malformed markup: garbage yields (None, []).
-    """
+def _extract_nodes(html: str, page_url: Optional[str]) -> tuple[Optional[str], list[Node], int]:
+    """(title, nodes, images dropped as navigation/icons although the extractor kept them)."""
     tree = _parse_tree(html)
     if tree is None:
-        return None, []
+        return None, [], 0
     if page_url:
         page_url = _CONTROL_CHARS.sub("", page_url)  # a damaged record header must not break lxml
     title = _title_of(tree)
     base_url = _base_url(tree, page_url)
-    _prepare_images(tree, base_url)
+    furniture = _prepare_images(tree, base_url)
     try:
         main_items = _trafilatura_items(tree, base_url)
     except Exception:  # noqa: BLE001 - heuristic third-party code; the walker still reads the body
         main_items = []
     items = _choose_items(main_items, lambda: _walker_items(tree))
+    kept = [item for item in items if item.kind != "image" or item.image_url not in furniture]
     nodes = [
         Node(position=i, kind=item.kind, text=item.text, image_url=item.image_url, alt=item.alt)
-        for i, item in enumerate(items)
+        for i, item in enumerate(kept)
     ]
+    return title, nodes, len(items) - len(kept)
+
+
+def extract_html_nodes(html: str, page_url: Optional[str]) -> tuple[Optional[str], list[Node]]:
+    """Main content of a decoded page as (title, nodes) with absolute image URLs.
+
+    Never raises on malformed markup: garbage yields (None, []).
+    """
+    title, nodes, _ = _extract_nodes(html, page_url)
     return title, nodes
 
 
@@ -469,6 +593,8 @@ class HtmlResult:
     # (kind, reason) of a problem to report: "binary_content" / "no_content" (the page is dropped) or
     # "lossy_decoding" (the page is kept: some bytes fitted no charset and became U+FFFD)
     problem: Optional[tuple[str, str]] = None
+    # navigation/header/footer/aside images and icons the extractor kept, dropped (the ingest counter)
+    images_dropped: int = 0
 
     @property
     def keep(self) -> bool:
@@ -486,7 +612,7 @@ def extract_html(data: bytes, page_url: Optional[str], content_type: Optional[st
         return HtmlResult(None, [], encoding, ("binary_content",
                           f"{bad_chars} of the first {len(sample)} characters are control or undecodable "
                           f"characters (decoded as {encoding}): not an HTML page"))
-    title, nodes = extract_html_nodes(text, page_url)
+    title, nodes, dropped = _extract_nodes(text, page_url)
     if not nodes:
         return HtmlResult(title, [], encoding, ("no_content", "no text or image found in the page "
                                                 "(empty, script-only or unparseable markup)"))
@@ -494,5 +620,5 @@ def extract_html(data: bytes, page_url: Optional[str], content_type: Optional[st
     if replaced > 0:
         return HtmlResult(title, nodes, encoding, ("lossy_decoding",
                           f"{replaced} byte sequences fit no charset (declared or detected); decoded as "
-                          f"{encoding} with replacement characters"))
-    return HtmlResult(title, nodes, encoding)
+                          f"{encoding} with replacement characters"), dropped)
+    return HtmlResult(title, nodes, encoding, images_dropped=dropped)

@@ -1,7 +1,8 @@
 """PDF -> one Document (text blocks and images in reading order) plus a Blob per image.
 
-PyMuPDF's `get_text("dict", sort=True)` gives text and image blocks of a page sorted top-to-bottom,
-left-to-right, which is the reading order for single-column documents. Image blocks carry the image
+PyMuPDF's `get_text("dict")` gives the text and image blocks of a page; `reading_order` puts them in
+column-aware order (bands between full-width blocks, each read column by column, top to bottom), since
+a plain top-to-bottom sort reads a two-column page across the columns. Image blocks carry the image
 bytes in their stored format (including inline images, which have no xref), so no second pass over
 the page's image list is needed. Bytes that are not a plain RGB/grey PNG or JPEG (CMYK, JPX, JBIG2,
 images with a soft mask) are re-encoded as PNG so that every consumer can decode them.
@@ -117,6 +118,58 @@ def paragraph_text(block: dict) -> str:
     return text
 
 
+# Column detection: a left edge (rounded to _EDGE_ROUND points) shared by at least _COLUMN_MIN_BLOCKS
+# blocks starts a column; a block reaching more than _EDGE_TOLERANCE past the next column's left edge
+# spans the columns (title, abstract, wide figure) and closes a band.
+_EDGE_ROUND = 5.0
+_EDGE_TOLERANCE = 5.0
+_COLUMN_MIN_BLOCKS = 2
+
+
+def _column_starts(blocks: list[dict]) -> list[float]:
+    counts: dict[float, int] = {}
+    for block in blocks:
+        edge = round(block["bbox"][0] / _EDGE_ROUND) * _EDGE_ROUND
+        counts[edge] = counts.get(edge, 0) + 1
+    return sorted(edge for edge, n in counts.items() if n >= _COLUMN_MIN_BLOCKS)
+
+
+def _column_of(block: dict, starts: list[float]) -> tuple[int, bool]:
+    """(column index, spans into the next column)."""
+    x0, _, x1, _ = block["bbox"]
+    index = max([i for i, start in enumerate(starts) if start <= x0 + _EDGE_TOLERANCE], default=0)
+    spans = any(x0 < start - _EDGE_TOLERANCE and x1 > start + _EDGE_TOLERANCE for start in starts[index:])
+    return index, spans
+
+
+def reading_order(blocks: list[dict]) -> list[dict]:
+    """Column-aware reading order of a page's blocks.
+
+    Columns start at left edges shared by several blocks. Blocks are taken top to bottom; one that
+    crosses a column's left edge spans the columns and closes a band; inside a band, blocks are read
+    column by column (left to right), each column top to bottom. A single-column page has one column:
+    plain top-to-bottom order.
+    """
+    placed = [b for b in blocks if b.get("bbox")]
+    starts = _column_starts(placed)
+    ordered: list[dict] = []
+    band: list[tuple[int, dict]] = []
+
+    def close_band() -> None:
+        ordered.extend(block for _, block in sorted(band, key=lambda cb: (cb[0], cb[1]["bbox"][1])))
+        band.clear()
+
+    for block in sorted(placed, key=lambda b: (b["bbox"][1], b["bbox"][0])):
+        column, spans = _column_of(block, starts)
+        if spans:
+            close_band()
+            ordered.append(block)
+        else:
+            band.append((column, block))
+    close_band()
+    return ordered
+
+
 class _PageReader:
     """Turns the blocks of one page into nodes and blobs; numbering continues across pages."""
 
@@ -128,7 +181,7 @@ class _PageReader:
     def read(self, page: pymupdf.Page) -> Iterator[Union[Blob, SourceError]]:
         number = page.number + 1
         image_index = 0
-        for block in page.get_text("dict", sort=True).get("blocks", []):
+        for block in reading_order(page.get_text("dict").get("blocks", [])):
             if block.get("type") == 0:
                 self._add_text(block, number)
             elif block.get("type") == 1 and block.get("image"):

@@ -151,6 +151,7 @@ def _html_outputs(source_uri: str, kind: str, offset: int, record, url: Optional
         "warc_record_id": record.rec_headers.get_header("WARC-Record-ID") if kind == "warc" else None,
         "content_type": content_type,
         "charset": result.encoding,
+        "images_dropped": result.images_dropped or None,  # navigation images and icons (ingest counter)
     }
     yield Document(
         source_uri=source_uri, source_kind=kind, record_offset=offset, url=url, title=result.title,

@@ -34,15 +34,20 @@ from realsyn_spark.tables import (DOCUMENTS, IMAGE_BLOBS, IMAGE_HASHES, IMAGES, 
 from udfs.phash import hash_kind, phash_mapper
 
 
-def segment_paragraphs(normalise: bool):
-    """mapInPandas body: text nodes -> one row per sentence."""
+def segment_documents(normalise: bool):
+    """mapInPandas body: one document's text nodes, in order -> one row per sentence. A document is
+    segmented as a whole so that a paragraph cut by a page or block break is joined first and page
+    numbers / running headers are dropped (text.document_paragraphs)."""
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in batches:
             rows = []
-            for doc_id, position, paragraph in zip(frame["doc_id"], frame["position"], frame["text"]):
-                for index, sentence in enumerate(textrules.split_sentences(paragraph)):
-                    text = textrules.normalise_style(sentence) if normalise else sentence
-                    rows.append((doc_id, int(position), index, text, textrules.count_words(text)))
+            for doc_id, texts in zip(frame["doc_id"], frame["texts"]):
+                nodes = [(int(n["position"]), n["text"], n["page"]) for n in texts]
+                paragraphs, _, _ = textrules.document_paragraphs(nodes)
+                for position, paragraph in paragraphs:
+                    for index, sentence in enumerate(textrules.split_sentences(paragraph)):
+                        text = textrules.normalise_style(sentence) if normalise else sentence
+                        rows.append((doc_id, position, index, text, textrules.count_words(text)))
             yield pd.DataFrame(rows, columns=["doc_id", "position", "sentence_index", "text", "n_words"])
     return run
 
@@ -105,8 +110,11 @@ def extract_new(lake: Lake, run_id: str, normalise: bool) -> int:
           [("sha256", "string"), ("width", "int"), ("height", "int"), ("drop_reason", "string"),
            ("duplicate_of", "string")]],
         F.lit(run_id).alias("run_id"))
-    sentences = (nodes.where("kind = 'text' AND text IS NOT NULL").select("doc_id", "position", "text")
-                 .mapInPandas(segment_paragraphs(normalise),
+    texts = F.filter("nodes", lambda n: (n["kind"] == "text") & n["text"].isNotNull())
+    sentences = (new_docs.select("doc_id", F.transform(texts, lambda n: F.struct(n["position"].alias("position"),
+                                                       n["text"].alias("text"), n["page"].alias("page")))
+                                 .alias("texts"))
+                 .mapInPandas(segment_documents(normalise),
                               "doc_id string, position int, sentence_index int, text string, n_words int")
                  .select(F.sha2(F.concat_ws("\u001f", "doc_id", F.col("position").cast("string"),
                                             F.col("sentence_index").cast("string")), 256).substr(1, 24)
@@ -207,6 +215,18 @@ def _none_holds(rules: list[tuple[str, Column]]) -> Column:
     return ~holds
 
 
+def _with_language_rule(spark: SparkSession, lake: Lake, rows: DataFrame, rules: list[tuple[str, Column]],
+                        scfg: SentenceFilterConfig, run_id: str, count) -> DataFrame:
+    """Language ID, the first sentence rule: the paper's corpus was English-filtered before its other
+    rules ran. Scores are stored per (sentence, languages), so only new sentences are detected."""
+    scorer = sf.language_scorer(scfg)
+    count("language_scored", sf.ensure_scores(spark, lake, rows, scorer, sf.language_mapper(scfg), run_id,
+                                              rows_per_batch=2048))
+    rows = rows.join(sf.scores(lake, scorer, "lang"), "sentence_id", "left")
+    rules.insert(0, ("language", ~F.col("lang_flag") & (F.col("lang_score") >= scfg.language_min_confidence)))
+    return rows
+
+
 def decide_sentences(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id: str,
                      stage: StageRun | None = None) -> DataFrame:
     scfg = cfg.sentence_filter
@@ -214,6 +234,8 @@ def decide_sentences(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id
     base = lake.read(SENTENCES).drop("drop_reason", "duplicate_of")
     rules = sentence_rules(scfg)
     rows = base
+    if scfg.languages:
+        rows = _with_language_rule(spark, lake, rows, rules, scfg, run_id, count)
     if scfg.cat_filter:
         scorer = sf.cat_scorer(scfg)
         count("cat_scored", sf.ensure_scores(spark, lake, rows.where(_none_holds(rules)), scorer, sf.cat_mapper(scfg),

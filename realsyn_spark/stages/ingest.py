@@ -293,7 +293,11 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         lake.merge_insert(INGESTED_SOURCES, sources)
 
         documents, files_done = per_file.agg(F.sum("documents"), F.count(F.when(F.col("splits_done") == F.col("splits"), 1))).first()
-        for row in parsed.groupBy("record_type", "error_kind").count().collect():
+        dropped_images = F.sum(F.get_json_object("metadata", "$.images_dropped").cast("long"))
+        for row in parsed.groupBy("record_type", "error_kind").agg(
+                F.count(F.lit(1)).alias("count"), dropped_images.alias("images_dropped")).collect():
+            if row.record_type == "document":  # navigation images and icons the HTML extractor dropped
+                stage.count("html_images_dropped", row.images_dropped or 0)
             if row.record_type == "error":
                 stage.count(f"error:{row.error_kind}", row["count"])
             elif row.record_type == "blob":
