@@ -371,6 +371,15 @@ class _InflatedMembers(io.RawIOBase):
         if self._since_newline > self.cap:
             raise DecompressionBomb(f"gzip data inflates to more than {self.cap} bytes without a record boundary")
 
+    def member_of(self, position: int) -> int:
+        """Compressed offset of the member holding inflated `position` (or the last member read)."""
+        found = self.members[0][0]
+        for offset, inflated in self.members:
+            if inflated > position:
+                break
+            found = offset
+        return found
+
     def file_offset(self, position: int) -> tuple[int, bool]:
         """(offset to report for the record at inflated `position`, does it begin a member)."""
         member_offset, member_start = self.members[0]
@@ -409,6 +418,7 @@ class _Pass:
         self.reached_split_end = False
         # (member offset, records up to this offset already yielded): read on from there inflated
         self.inflate_from: Optional[tuple[int, int]] = None
+        self.last_done = -1  # offset of the last record whose outputs were yielded
 
     def _file_offset(self, position: int) -> tuple[int, bool]:
         if self.inflated is None:
@@ -446,7 +456,15 @@ class _Pass:
                     self.inflate_from = (offset, offset - 1)  # re-read this record over the joined members
                     return
                 errors_before = iterator.err_count
-                iterator.read_to_end()  # skips the block of a too-large record without keeping it
+                try:
+                    iterator.read_to_end()  # skips the block of a too-large record without keeping it
+                except DecompressionBomb:
+                    # warcio reads the blank lines after a block here: a bomb behind a complete record
+                    # spoils what follows, not the record
+                    if not too_large and _truncation_error(self.source_uri, offset, record) is None:
+                        yield from self._outputs_of(offset, record, block)
+                        self.last_done = offset
+                    raise
                 seen += 1
                 problem = too_large or self._record_problem(offset, record, iterator.err_count > errors_before)
                 previous_bad_length = problem is not None and problem.kind == "bad_record_length"
@@ -454,6 +472,7 @@ class _Pass:
                     yield problem
                     continue
                 yield from self._outputs_of(offset, record, block)
+                self.last_done = offset
             self.end_offset = iterator.offset
         except _ITERATION_ERRORS as exc:
             if self.compressed and isinstance(exc, ArchiveLoadFailed) and "non-chunked gzip" in str(exc):
@@ -461,8 +480,9 @@ class _Pass:
                 self.inflate_from = (offset, offset)
                 return
             if isinstance(exc, DecompressionBomb):
-                self.failure = _Failure(offset, "decompression_bomb", f"{exc} (ingest.max_document_bytes)",
-                                        seen, False)
+                # reported at the member that inflates too far (retried inflated first: see parse_warc)
+                at = offset if self.inflated is None else self.inflated.member_of(iterator.offset or 0)
+                self.failure = _Failure(at, "decompression_bomb", f"{exc} (ingest.max_document_bytes)", seen, False)
                 return
             failed_at = iterator.offset if iterator.offset is not None else offset
             if self.inflated is not None:
@@ -680,10 +700,13 @@ def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc", start: int
             member_offset, skip_through = run.inflate_from
             inflated = _InflatedMembers(stream, member_offset, run.cap)
             continue
+        # (a member over the cap is retried too: a whole-file gzip stream is one member bigger than any
+        # record; read inflated, the cap then holds per record)
         if (failure is not None and run.inflated is None and compressed and seekable
-                and failure.kind != "decompression_bomb" and not failure.follows_bad_length):
+                and not failure.follows_bad_length):
             retried = failure
-            inflated, skip_through = _InflatedMembers(stream, failure.offset, run.cap), failure.offset - 1
+            done = failure.offset if run.last_done == failure.offset else failure.offset - 1
+            inflated, skip_through = _InflatedMembers(stream, failure.offset, run.cap), done
             continue
         if failure is not None and retried is not None and failure.offset == retried.offset:
             failure = retried  # joining members did not help: the member's own damage is the error
