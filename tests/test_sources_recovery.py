@@ -143,3 +143,55 @@ def test_bomb_single_stream_with_huge_trailing_payload(tmp_path):
     assert docs == ["http://s.example/p0.html", "http://s.example/p1.html"]
     assert [kind for kind, _ in errors] == ["decompression_bomb"]
     assert hwm < PEAK_BOUND_KIB, hwm
+
+
+# ---------------------------------------------------------------------------------------------------
+# PDF: benign MuPDF warnings are not damage; reasons are stable
+# ---------------------------------------------------------------------------------------------------
+
+def pdf_with_broken_icc_profile() -> bytes:
+    import pymupdf
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(buffer, "JPEG")
+    document = pymupdf.open()
+    page = document.new_page()
+    page.insert_text((72, 72), "A young girl is flying a red kite on a quiet beach.")
+    page.insert_image(pymupdf.Rect(72, 100, 200, 200), stream=buffer.getvalue())
+    image_xref = page.get_images()[0][0]
+    icc = document.get_new_xref()
+    document.update_object(icc, "<< /N 3 >>")
+    document.update_stream(icc, b"this is not an ICC profile at all" * 10)
+    document.xref_set_key(image_xref, "ColorSpace", f"[/ICCBased {icc} 0 R]")
+    return document.tobytes()
+
+
+def test_broken_icc_profile_is_not_a_damaged_page():
+    from realsyn_spark.sources.pdf import parse_pdf
+
+    docs, blobs, errors = split(parse_pdf("icc.pdf", io.BytesIO(pdf_with_broken_icc_profile())))
+    assert errors == []
+    assert [n.kind for n in docs[0].nodes] == ["text", "image"] and len(blobs) == 1
+
+
+def test_page_damage_keeps_damage_lines_only():
+    from realsyn_spark.sources.pdf import page_damage
+
+    icc = ("lcms: not an ICC profile, invalid signature.\nformat error: cmsOpenProfileFromMem failed\n"
+           "ignoring broken ICC profile")
+    assert page_damage(icc) == ""
+    assert page_damage(icc + "\ncannot load content stream part 3/5") == "cannot load content stream part 3/5"
+
+
+def test_error_reasons_carry_no_memory_addresses():
+    import pymupdf
+
+    reasons = []
+    for _ in range(2):
+        try:
+            pymupdf.open(io.BytesIO(b"%PDF-1.4 garbage"), filetype="pdf")
+        except Exception as exc:  # the real message quotes the stream object's repr
+            assert " at 0x" in str(exc)
+            reasons.append(SourceError("x.pdf", None, "corrupt_pdf", f"cannot open: {exc}").reason)
+    assert reasons[0] == reasons[1] and "0x" not in reasons[0]
