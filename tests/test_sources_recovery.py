@@ -195,3 +195,28 @@ def test_error_reasons_carry_no_memory_addresses():
             assert " at 0x" in str(exc)
             reasons.append(SourceError("x.pdf", None, "corrupt_pdf", f"cannot open: {exc}").reason)
     assert reasons[0] == reasons[1] and "0x" not in reasons[0]
+
+
+def test_bomb_jsonl_gz_line(tmp_path):
+    import json
+
+    good = json.dumps({"texts": ["A grey cat is sleeping in a patch of sunlight.", None],
+                       "images": [None, "http://x.example/cat.jpg"]}).encode()
+    data = zeros_gzip(good + b"\n" + b'{"texts": ["', BOMB_BYTES, b'"]}\n' + good + b"\n")
+    path = tmp_path / "bomb.jsonl.gz"
+    path.write_bytes(data)
+    script = textwrap.dedent(f"""
+        import json
+        from realsyn_spark.sources import SourceError
+        from realsyn_spark.sources.obelics import parse_obelics_jsonl
+        with open({str(path)!r}, "rb") as f:
+            out = [o.kind if isinstance(o, SourceError) else type(o).__name__
+                   for o in parse_obelics_jsonl("b.jsonl.gz", f, max_line_bytes={CAP})]
+        hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+        print(json.dumps([out, int(hwm)]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out, hwm = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out.count("Document") == 2 and out.count("too_large") == 1
+    assert hwm < PEAK_BOUND_KIB, hwm
