@@ -6,6 +6,7 @@ offset or page and the reason, and every good record of the same file is still y
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -45,3 +46,16 @@ class SourceError:
     location: Optional[str]            # "offset=1234", "page=3", "row=17", or None for the whole file
     kind: str                          # short machine-readable class, e.g. "corrupt_gzip", "truncated_pdf"
     reason: str                        # human-readable explanation
+
+    def __post_init__(self):
+        # error_id hashes the reason: a memory address in it (an exception quoting a stream object,
+        # "<_io.BytesIO object at 0x7f...>") would change per run and break idempotence
+        self.reason = stable_reason(self.reason)
+
+
+_MEMORY_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|\b0x[0-9a-fA-F]{8,}\b")
+
+
+def stable_reason(reason: str) -> str:
+    """`reason` without memory addresses (object reprs, pointers), the same on every run."""
+    return _MEMORY_ADDRESS.sub("", reason)

@@ -32,6 +32,10 @@ _PASSTHROUGH_COLOR_COMPONENTS = {1, 3}  # grey, RGB; CMYK (4) JPEGs decode inver
 _URL_HASH_CHARS = 16
 _REASON_CHARS = 300
 _PAGE_DAMAGE = re.compile(r"cannot|error|failed|missing|not a stream|broken", re.IGNORECASE)
+# MuPDF notes that cost no text and no image pixels: a broken colour profile (MuPDF falls back to the
+# device colour space; lcms reports it in two more lines), a substituted font. They contain damage
+# words ("broken", "failed") but are not damage.
+_BENIGN_WARNING = re.compile(r"icc|lcms|cms[A-Z]\w*|non-embedded font|substitut", re.IGNORECASE)
 _METADATA_KEYS = ("author", "subject", "keywords", "creator", "producer", "creationDate", "format")
 
 
@@ -247,6 +251,12 @@ def page_range(page_count: int, part: int, parts: int) -> range:
     return range(page_count * part // parts, page_count * (part + 1) // parts)
 
 
+def page_damage(warnings: str) -> str:
+    """The lines of MuPDF's warnings for one page that mean lost content ("" when none do)."""
+    lines = [line for line in warnings.splitlines() if line.strip() and not _BENIGN_WARNING.search(line)]
+    return "\n".join(line for line in lines if _PAGE_DAMAGE.search(line))
+
+
 def _read_pages(source_uri: str, document: pymupdf.Document, reader: _PageReader,
                 pages: range) -> Iterator[Union[Blob, SourceError]]:
     for page_index in pages:
@@ -257,11 +267,11 @@ def _read_pages(source_uri: str, document: pymupdf.Document, reader: _PageReader
             _take_mupdf_warnings()
             yield SourceError(source_uri, location, "corrupt_pdf_page", f"{type(exc).__name__}: {exc}"[:_REASON_CHARS])
             continue
-        warnings = _take_mupdf_warnings()
+        damage = page_damage(_take_mupdf_warnings())
         # e.g. "cannot load content stream part 3/5": the page was read only in part. Benign notes
-        # (substituted fonts and the like) are common in healthy files and are not reported.
-        if _PAGE_DAMAGE.search(warnings):
-            yield SourceError(source_uri, location, "damaged_pdf_page", _summary(warnings))
+        # (broken ICC profiles, substituted fonts) are common in healthy files and are not reported.
+        if damage:
+            yield SourceError(source_uri, location, "damaged_pdf_page", _summary(damage))
 
 
 def _parse(source_uri: str, source, tail: bytes, file_hash: str, part: int, parts: int) -> Iterator[Parsed]:

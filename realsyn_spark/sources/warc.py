@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Optional, Union
 
 from warcio.archiveiterator import ArchiveIterator, WARCIterator
-from warcio.bufferedreaders import BufferedReader, ChunkedDataReader
+from warcio.bufferedreaders import BufferedReader, ChunkedDataReader, DecompressingBufferedReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParserException
 
@@ -54,10 +54,21 @@ _HEADER_BLOCK_END = re.compile(rb"\r?\n\r?\n")
 # How far a record-start check looks: a WARC header block or the first line of an ARC record.
 _HEADER_PEEK_BYTES = 32 * 1024
 _GZIP_PEEK_BYTES = 16 * 1024
+# Slack above ingest.max_document_bytes for a record's WARC and HTTP headers and trailing blank lines,
+# so a member may inflate a little past the record cap before it counts as a bomb.
+_MEMBER_SLACK_BYTES = 1 << 20
+_INFLATE_CHUNK_BYTES = 1 << 16
+_DEFAULT_MAX_INFLATED_BYTES = 1 << 30  # when no ingest.max_document_bytes is given
+
+
+class DecompressionBomb(Exception):
+    """Bytes that inflate past the configured cap; raised while inflating, never after."""
+
+
 # What warcio raises on bad bytes; anything else is a bug and surfaces as dispatch's parser_crash.
 _ITERATION_ERRORS = (
     ArchiveLoadFailed, StatusAndHeadersParserException, zlib.error, EOFError, ValueError, IndexError,
-    AttributeError, KeyError, OSError, UnicodeDecodeError, TypeError,
+    AttributeError, KeyError, OSError, UnicodeDecodeError, TypeError, DecompressionBomb,
 )
 
 
@@ -113,7 +124,20 @@ def _classify(mime: str, payload: bytes) -> Optional[str]:
     return None
 
 
-def _decoded_http_body(record, block: bytes) -> bytes:
+def _read_capped(reader, cap: int) -> bytes:
+    """All of `reader`, in chunks, raising DecompressionBomb as soon as more than `cap` bytes came out."""
+    parts, total = [], 0
+    while True:
+        chunk = reader.read(_INFLATE_CHUNK_BYTES)
+        if not chunk:
+            return b"".join(parts)
+        total += len(chunk)
+        if total > cap:
+            raise DecompressionBomb(f"HTTP body inflates past {cap} bytes")
+        parts.append(chunk)
+
+
+def _decoded_http_body(record, block: bytes, cap: int = _DEFAULT_MAX_INFLATED_BYTES) -> bytes:
     """The HTTP payload from the raw record block: undo chunked transfer and gzip/deflate/br encoding.
 
     Mirrors warcio's `content_stream()`, but over bytes already read, so that a broken Content-Encoding
@@ -127,9 +151,9 @@ def _decoded_http_body(record, block: bytes) -> bytes:
     if encoding not in BufferedReader.get_supported_decompressors():
         encoding = None
     if (headers.get_header("Transfer-Encoding") or "").lower() == "chunked":
-        return ChunkedDataReader(stream, decomp_type=encoding).read()
+        return _read_capped(ChunkedDataReader(stream, decomp_type=encoding), cap)
     if encoding:
-        return BufferedReader(stream, decomp_type=encoding).read()
+        return _read_capped(BufferedReader(stream, decomp_type=encoding), cap)
     return block
 
 
@@ -159,13 +183,18 @@ def _html_outputs(source_uri: str, kind: str, offset: int, record, url: Optional
     )
 
 
-def _record_outputs(source_uri: str, kind: str, offset: int, record, block: bytes) -> Iterator[Parsed]:
+def _record_outputs(source_uri: str, kind: str, offset: int, record, block: bytes,
+                    cap: int = _DEFAULT_MAX_INFLATED_BYTES) -> Iterator[Parsed]:
     if record.rec_type not in ("response", "resource") or not _http_status_ok(record):
         return
     url = record.rec_headers.get_header("WARC-Target-URI")
     content_type = _record_content_type(record)
     try:
-        payload = _decoded_http_body(record, block)
+        payload = _decoded_http_body(record, block, cap)
+    except DecompressionBomb as exc:
+        yield SourceError(source_uri, f"offset={offset}", "decompression_bomb",
+                          f"{exc} (ingest.max_document_bytes)")
+        return
     except Exception as exc:  # a broken Content-Encoding/chunking damages this record only
         yield SourceError(source_uri, f"offset={offset}", "decode_failure", f"HTTP body of {url}: {exc!r}")
         return
@@ -245,20 +274,157 @@ def _printable(text: str, limit: int = 300) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
+class _BoundedMemberReader(DecompressingBufferedReader):
+    """warcio's reader, but a gzip member that inflates past `cap` bytes raises DecompressionBomb while
+    inflating (in 64 KiB steps), so a small member can never expand to gigabytes in memory."""
+
+    cap = _DEFAULT_MAX_INFLATED_BYTES
+
+    def _decompress(self, data):
+        if not self.decompressor or not data or not hasattr(self.decompressor, "unconsumed_tail"):
+            return super()._decompress(data)
+        try:
+            parts = [self.decompressor.decompress(data, _INFLATE_CHUNK_BYTES)]
+            total = self.num_block_read + len(parts[0])
+            while self.decompressor.unconsumed_tail and not self.decompressor.eof:
+                if total > self.cap:
+                    break
+                parts.append(self.decompressor.decompress(self.decompressor.unconsumed_tail, _INFLATE_CHUNK_BYTES))
+                total += len(parts[-1])
+            if self.decompressor.eof and self.decompressor.unconsumed_tail and not self.decompressor.unused_data:
+                # the member ended just as max_length was reached: zlib leaves the next member's bytes in
+                # unconsumed_tail; one more call moves them to unused_data, where warcio looks
+                self.decompressor.decompress(self.decompressor.unconsumed_tail)
+        except zlib.error:
+            if self.num_block_read == 0:  # not gzip after all: warcio's own fallback
+                self.decompressor = None
+                return data
+            raise
+        if total > self.cap:
+            raise DecompressionBomb(f"gzip member inflates past {self.cap} bytes")
+        return b"".join(parts)
+
+
+class _InflatedMembers(io.RawIOBase):
+    """The inflated bytes of consecutive gzip members from compressed offset `start`, streamed in
+    bounded steps (never a whole-file inflate). For gzip files that are not one member per record:
+    one gzip stream for the whole file, or a record split across members.
+
+    `members` holds (compressed offset, inflated position) of each member start, so a record that
+    begins at a member start gets the same offset as in a per-member read. Stops at the end of the
+    file or at bytes that are not a gzip member (`stopped_at`, where normal resynchronisation goes on).
+    A run of more than `cap` inflated bytes without a newline cannot be part of any record the cap
+    allows (headers are lines; a block is at most the cap): it raises DecompressionBomb.
+    """
+
+    def __init__(self, stream: BinaryIO, start: int, cap: int):
+        stream.seek(start)
+        self._raw, self._raw_at = stream, start
+        self._pending, self._pending_at = b"", start
+        self._inflater = zlib.decompressobj(wbits=31)
+        self._out, self._since_newline, self.cap = 0, 0, cap
+        self.members: list[tuple[int, int]] = [(start, 0)]
+        self.stopped_at: Optional[int] = None
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._done:
+            data = self._step(min(len(buffer), _INFLATE_CHUNK_BYTES))
+            if data:
+                buffer[: len(data)] = data
+                return len(data)
+        return 0
+
+    def _fill(self) -> bool:
+        if not self._pending:
+            self._pending, self._pending_at = self._raw.read(_SCAN_CHUNK_BYTES), self._raw_at
+            self._raw_at += len(self._pending)
+        return bool(self._pending)
+
+    def _step(self, size: int) -> bytes:
+        if self._inflater.eof:
+            if not self._fill():
+                self._done = True
+                return b""
+            if self._pending[:3] != b"\x1f\x8b\x08":
+                self._done, self.stopped_at = True, self._pending_at
+                return b""
+            self._inflater = zlib.decompressobj(wbits=31)
+            self.members.append((self._pending_at, self._out))
+        if not self._fill():
+            raise EOFError("gzip member cut short by the end of the file")
+        data, at = self._pending, self._pending_at
+        out = self._inflater.decompress(data, size)
+        # at the member's end the rest is in unused_data, or in unconsumed_tail when max_length was reached
+        self._pending = ((self._inflater.unused_data or self._inflater.unconsumed_tail) if self._inflater.eof
+                         else self._inflater.unconsumed_tail)
+        self._pending_at = at + len(data) - len(self._pending)
+        self._count(out)
+        return out
+
+    def _count(self, out: bytes) -> None:
+        self._out += len(out)
+        newline = out.rfind(b"\n")
+        self._since_newline = len(out) - newline - 1 if newline >= 0 else self._since_newline + len(out)
+        if self._since_newline > self.cap:
+            raise DecompressionBomb(f"gzip data inflates to more than {self.cap} bytes without a record boundary")
+
+    def member_of(self, position: int) -> int:
+        """Compressed offset of the member holding inflated `position` (or the last member read)."""
+        found = self.members[0][0]
+        for offset, inflated in self.members:
+            if inflated > position:
+                break
+            found = offset
+        return found
+
+    def file_offset(self, position: int) -> tuple[int, bool]:
+        """(offset to report for the record at inflated `position`, does it begin a member)."""
+        member_offset, member_start = self.members[0]
+        for offset, inflated in self.members:
+            if inflated > position:
+                break
+            member_offset, member_start = offset, inflated
+        # Inside a multi-record member there is no file offset of its own: the member's offset plus the
+        # position in its inflated bytes is unique within the member and the same on every run.
+        return member_offset + (position - member_start), position == member_start
+
+
 class _Pass:
     """One warcio run from the stream's current position to its end, its first failure, or the first
-    record that starts at or after `end` (the next split's)."""
+    record that starts at or after `end` (the next split's). With `inflated` the run reads that
+    stream of inflated gzip members as an uncompressed archive."""
 
     def __init__(self, source_uri: str, stream: BinaryIO, kind: str, end: Optional[int] = None,
-                 max_record_bytes: Optional[int] = None):
+                 max_record_bytes: Optional[int] = None, compressed: bool = False,
+                 inflated: Optional[_InflatedMembers] = None, skip_through: int = -1):
         self.source_uri = source_uri
         self.kind = kind
         self.end = end
         self.max_record_bytes = max_record_bytes
-        self.iterator = _archive_iterator(stream, kind)
+        self.cap = (max_record_bytes or _DEFAULT_MAX_INFLATED_BYTES) + _MEMBER_SLACK_BYTES
+        self.inflated = inflated
+        self.skip_through = skip_through
+        self.compressed = compressed and inflated is None
+        self.iterator = _archive_iterator(io.BufferedReader(inflated) if inflated is not None else stream, kind)
+        if self.compressed:
+            bounded = _BoundedMemberReader(self.iterator.fh, block_size=self.iterator.reader.block_size)
+            bounded.cap = self.cap
+            self.iterator.reader = bounded
         self.failure: Optional[_Failure] = None
         self.end_offset: Optional[int] = None
         self.reached_split_end = False
+        # (member offset, records up to this offset already yielded): read on from there inflated
+        self.inflate_from: Optional[tuple[int, int]] = None
+        self.last_done = -1  # offset of the last record whose outputs were yielded
+
+    def _file_offset(self, position: int) -> tuple[int, bool]:
+        if self.inflated is None:
+            return position, True
+        return self.inflated.file_offset(position)
 
     def outputs(self) -> Iterator[Parsed]:
         iterator = self.iterator
@@ -266,10 +432,14 @@ class _Pass:
         offset = iterator.offset
         try:
             for record in iterator:
-                offset = iterator.offset  # start of this record, set when the previous one was finished
-                if self.end is not None and offset >= self.end:
+                # start of this record, set when the previous one was finished
+                offset, at_member_start = self._file_offset(iterator.offset)
+                if self.end is not None and offset >= self.end and at_member_start:
                     self.reached_split_end = True  # the next split starts with this record
                     return
+                if offset <= self.skip_through:
+                    iterator.read_to_end()
+                    continue
                 if self.kind == "arc" and not _plausible_arc_record(record):
                     # warcio takes any line of five words for an ARC header; stop and resynchronise
                     reason = f"not an ARC record header (URL {record.rec_headers.get_header('WARC-Target-URI')!r})"
@@ -283,8 +453,19 @@ class _Pass:
                     return
                 too_large = self._too_large(offset, record)
                 block = b"" if too_large else record.raw_stream.read()
+                if self._split_across_members(record):
+                    self.inflate_from = (offset, offset - 1)  # re-read this record over the joined members
+                    return
                 errors_before = iterator.err_count
-                iterator.read_to_end()  # skips the block of a too-large record without keeping it
+                try:
+                    iterator.read_to_end()  # skips the block of a too-large record without keeping it
+                except DecompressionBomb:
+                    # warcio reads the blank lines after a block here: a bomb behind a complete record
+                    # spoils what follows, not the record
+                    if not too_large and _truncation_error(self.source_uri, offset, record) is None:
+                        yield from self._outputs_of(offset, record, block)
+                        self.last_done = offset
+                    raise
                 seen += 1
                 problem = too_large or self._record_problem(offset, record, iterator.err_count > errors_before)
                 previous_bad_length = problem is not None and problem.kind == "bad_record_length"
@@ -292,11 +473,31 @@ class _Pass:
                     yield problem
                     continue
                 yield from self._outputs_of(offset, record, block)
+                self.last_done = offset
             self.end_offset = iterator.offset
         except _ITERATION_ERRORS as exc:
+            if self.compressed and isinstance(exc, ArchiveLoadFailed) and "non-chunked gzip" in str(exc):
+                # one gzip member holds several records (a whole-file gzip stream): read it inflated
+                self.inflate_from = (offset, offset)
+                return
+            if isinstance(exc, DecompressionBomb):
+                # reported at the member that inflates too far (retried inflated first: see parse_warc)
+                at = offset if self.inflated is None else self.inflated.member_of(iterator.offset or 0)
+                self.failure = _Failure(at, "decompression_bomb", f"{exc} (ingest.max_document_bytes)", seen, False)
+                return
             failed_at = iterator.offset if iterator.offset is not None else offset
+            if self.inflated is not None:
+                failed_at = self._file_offset(failed_at)[0]
             reason = _printable(f"{type(exc).__name__}: {exc}")
             self.failure = _Failure(failed_at, _failure_kind(exc), reason, seen, previous_bad_length)
+
+    def _split_across_members(self, record) -> bool:
+        """Block cut short at the end of its gzip member while more members follow: the record goes on
+        in the next member (headers in one, body in the next)."""
+        if not self.compressed or not (getattr(record.raw_stream, "limit", 0) or 0) > 0:
+            return False
+        decompressor = self.iterator.reader.decompressor
+        return bool(decompressor is not None and getattr(decompressor, "unused_data", b""))
 
     def _too_large(self, offset: int, record) -> Optional[SourceError]:
         """A record whose declared length exceeds the limit is reported, and its block never held in memory."""
@@ -311,7 +512,7 @@ class _Pass:
     def _outputs_of(self, offset: int, record, block: bytes) -> list[Parsed]:
         # Extraction runs on bytes already read: a failure there spoils this record, not the archive.
         try:
-            return list(_record_outputs(self.source_uri, self.kind, offset, record, block))
+            return list(_record_outputs(self.source_uri, self.kind, offset, record, block, self.cap))
         except Exception as exc:
             return [SourceError(self.source_uri, f"offset={offset}", "record_processing_failed",
                                 _printable(f"{type(exc).__name__}: {exc}"))]
@@ -457,7 +658,7 @@ def _peek(stream: BinaryIO, size: int) -> tuple[bytes, BinaryIO]:
 def _error_for(source_uri: str, archive_kind: str, stream: BinaryIO, failure: _Failure, compressed: bool,
                seekable: bool) -> SourceError:
     kind, reason = failure.kind, failure.reason
-    if compressed and seekable:
+    if compressed and seekable and kind != "decompression_bomb":  # re-inflating a bomb costs GBs of CPU
         kind, reason = _gzip_member_problem(stream, failure.offset) or (kind, reason)
     if kind == "malformed_record" and archive_kind == "arc":
         kind = "bad_arc_header"
@@ -486,12 +687,36 @@ def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc", start: int
         if first is None:
             return  # no record begins in this split (e.g. it lies inside one large record)
         stream.seek(first)
+    inflated: Optional[_InflatedMembers] = None
+    skip_through = -1
+    # A gzip member that fails is retried once with the members after it joined (a record split across
+    # members); only if that fails too is the first failure reported.
+    retried: Optional[_Failure] = None
     for _ in range(_MAX_RESYNC_CANDIDATES):
-        run = _Pass(source_uri, stream, kind, end, max_record_bytes)
+        run = _Pass(source_uri, stream, kind, end, max_record_bytes, compressed, inflated, skip_through)
         yield from run.outputs()
+        inflated, skip_through = None, -1
         failure = run.failure
+        if run.inflate_from is not None and seekable:
+            member_offset, skip_through = run.inflate_from
+            inflated = _InflatedMembers(stream, member_offset, run.cap)
+            continue
+        # (a member over the cap is retried too: a whole-file gzip stream is one member bigger than any
+        # record; read inflated, the cap then holds per record)
+        if (failure is not None and run.inflated is None and compressed and seekable
+                and not failure.follows_bad_length):
+            retried = failure
+            done = failure.offset if run.last_done == failure.offset else failure.offset - 1
+            inflated, skip_through = _InflatedMembers(stream, failure.offset, run.cap), done
+            continue
+        if failure is not None and retried is not None and failure.offset == retried.offset:
+            failure = retried  # joining members did not help: the member's own damage is the error
+        retried = None
+        if failure is None and run.inflated is not None and run.inflated.stopped_at is not None:
+            failure = _Failure(run.inflated.stopped_at, "malformed_record",
+                               "bytes after the last gzip member are not a gzip member", 0, False)
         if failure is None:
-            if seekable and not run.reached_split_end:
+            if seekable and not run.reached_split_end and run.inflated is None:
                 yield from _trailing_bytes_error(source_uri, stream, run.end_offset)
             return
         if end is not None and failure.offset >= end and is_record_start(stream, failure.offset, compressed, kind):
