@@ -305,7 +305,7 @@ def cluster_members(balanced: DataFrame, dataset: DataFrame | None, cluster_id: 
     df = balanced.where((F.col("cluster_id") == int(cluster_id)) & F.col("drop_reason").isNull())
     if max_rank is not None:
         df = df.where(F.col("cluster_rank") <= int(max_rank))
-    df = df.select("image_id", "cluster_rank", "similarity").orderBy("cluster_rank").limit(int(limit))
+    df = df.select(*_present(df, ("image_id", "cluster_rank", "similarity"))).orderBy("cluster_rank").limit(int(limit))
     if dataset is not None:
         df = df.join(dataset.select("image_id", "image_bytes"), "image_id", "left").orderBy("cluster_rank")
     return _dicts(df)
