@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig, load_config
-from realsyn_spark.tables import (CENTROIDS, IMAGE_BLOBS, IMAGE_EMBEDDINGS, RETRIEVALS, SENTENCE_EMBEDDINGS,
+from realsyn_spark.tables import (CENTROIDS, FUNNEL, IMAGE_BLOBS, IMAGE_EMBEDDINGS, RETRIEVALS, SENTENCE_EMBEDDINGS,
                                   SENTENCES, Lake, TableSpec)
 
 
@@ -53,7 +53,7 @@ def open_lake(config: str | None = None, overrides: Sequence[str] = (), lake_roo
     return cfg, spark, Lake(spark, cfg.lake)
 
 
-def read_table(lake: Lake, spec: TableSpec, required: bool = False) -> DataFrame | None:
+def read_table(lake: Lake, spec: TableSpec, required: bool = False, quiet: bool = False) -> DataFrame | None:
     """The table as a DataFrame, or None (with a message saying which table and where) when it is absent.
 
     Unlike `Lake.read`, never creates an empty table: a notebook must not write to the lake it explores."""
@@ -68,7 +68,8 @@ def read_table(lake: Lake, spec: TableSpec, required: bool = False) -> DataFrame
                    f"(`make demo` locally, or `realsyn run`) or point the parameters cell at your lake")
         if required:
             raise LookupError(message) from exc
-        print("NOTE: " + message)
+        if not quiet:
+            print("NOTE: " + message)
         return None
 
 
@@ -124,6 +125,18 @@ def browse(dataset: DataFrame, n: int = 12, seed: int = 0, **filters) -> list[di
 
 
 # ------------------------------------------------------------------------------ funnel / quarantine
+
+def funnel_report(lake: Lake) -> list[tuple]:
+    """The `funnel` stage's rows (in report order), else computed now from `images` / `sentences`."""
+    from realsyn_spark import funnel
+
+    stored = read_table(lake, FUNNEL, quiet=True)
+    rows = [tuple(r) for r in stored.select(*FUNNEL.schema.fieldNames()).collect()] if stored is not None else []
+    if not rows:
+        return funnel.funnel_rows(lake, None)
+    order = {m: i for i, m in enumerate(funnel.FUNNEL_STEPS)}
+    return sorted(rows, key=lambda r: (order.get(r[0], 9), r[1], r[3] != "*", r[3]))
+
 
 def _per_group_sample(df: DataFrame, group_col: str, id_col: str, per_group: int, seed: int) -> DataFrame:
     w = Window.partitionBy(group_col).orderBy(_hash_order(id_col, seed), id_col)
