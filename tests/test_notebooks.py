@@ -109,8 +109,7 @@ def kernel():
     km.shutdown_kernel(now=True)
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES)   # pytest.ini timeout: the first one also builds the lake
 def test_notebook_runs_top_to_bottom(name, lake_root, kernel):
     nb = execute(REPO / "notebooks" / f"{name}.ipynb", lake_root, EXTRA.get(name, ""), km=kernel)
     for cell in nb.cells:
