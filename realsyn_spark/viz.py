@@ -45,8 +45,12 @@ def thumbnail_data_uri(data: bytes | None, side: int = THUMB_SIDE) -> str | None
         return None
     img.thumbnail((side, side))
     out = io.BytesIO()
-    fmt, mime = ("PNG", "image/png") if img.mode == "RGBA" else ("JPEG", "image/jpeg")
-    img.save(out, format=fmt, quality=85) if fmt == "JPEG" else img.save(out, format=fmt)
+    if img.mode == "RGBA":   # JPEG has no alpha channel
+        img.save(out, format="PNG")
+        mime = "image/png"
+    else:
+        img.save(out, format="JPEG", quality=85)
+        mime = "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(out.getvalue()).decode('ascii')}"
 
 
