@@ -142,18 +142,27 @@ def render_table(rows: list[tuple]) -> str:
 
 
 def render_png(rows: list[tuple], path: str | Path) -> Path | None:
-    """Two panels (images, sentences): remaining fraction per step, ours beside the paper's, counts above."""
+    """Write `figure(rows)` as a PNG (None when matplotlib is not installed)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        fig = figure(rows)
     except ImportError:
         log.warning("matplotlib is not installed: funnel PNG not written")
         return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def figure(rows: list[tuple]):
+    """Two panels (images, sentences): remaining fraction per step, ours beside the paper's, counts above.
+
+    A `matplotlib.figure.Figure` made without pyplot (no global state, no backend switch), so the stage
+    writes it headless and a notebook displays the same figure inline."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.8))
+    axes = fig.subplots(1, 2)
     for ax, modality in zip(axes, FUNNEL_STEPS):
         steps = [r for r in rows if r[0] == modality and r[3] == "*" and r[8] is not None]
         names = [r[2] for r in steps]
@@ -178,9 +187,7 @@ def render_png(rows: list[tuple], path: str | Path) -> Path | None:
     fig.suptitle("Real-World Data Extraction funnel vs RealSyn (336M->285M->198M images; "
                  "2.13B->1.82B->1.16B->0.84B sentences)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def default_output_dir(lake: Lake, configured: str | None) -> str | None:

@@ -56,3 +56,17 @@ def sample_corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("corpus")
     generate_sample_corpus(str(out), seed=0, scale=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def pipeline_lake(spark, sample_corpus, tmp_path_factory):
+    """One pipeline run over the sample corpus, shared by tests/test_pipeline.py and the notebook tests
+    (building a lake is the slow part of both): (config, lake, run id)."""
+    from realsyn_spark.config import load_config
+    from realsyn_spark.pipeline import run_pipeline
+    from realsyn_spark.tables import Lake
+
+    root = tmp_path_factory.mktemp("lake")
+    cfg = load_config(overrides=tiny_overrides(root, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0",
+                                                                       "export.samples_per_shard=40"])
+    return cfg, Lake(spark, cfg.lake), run_pipeline(spark, cfg)

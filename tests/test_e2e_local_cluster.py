@@ -1,6 +1,7 @@
 """End to end on `local-cluster[2,1,1024]`: two executor JVMs with their own Python workers, so every
 UDF, broadcast and model cache must survive pickling. Run through the real CLI in a subprocess (one
-SparkContext per process), then read the tables back from the test session and run the notebook."""
+SparkContext per process), then read the tables back from the test session (the notebooks run in
+tests/test_notebooks.py)."""
 from __future__ import annotations
 
 import json
@@ -49,20 +50,3 @@ def test_pipeline_on_local_cluster(spark, cluster_run):
     sizes = json.loads((Path(lake.root) / "export" / "webdataset" / "sizes.json").read_text())
     assert sum(sizes.values()) == dataset.count()
     assert all((Path(lake.root) / "export" / "webdataset" / name).stat().st_size > 1024 for name in sizes)
-
-
-@pytest.mark.timeout(600)
-def test_exploration_notebook_runs_on_the_lake(cluster_run):
-    import nbformat
-    from nbclient import NotebookClient
-
-    overrides, _ = cluster_run
-    notebook = nbformat.read(REPO / "notebooks" / "explore_lake.ipynb", as_version=4)
-    setup = next(c for c in notebook.cells if c.cell_type == "code")
-    assert "OVERRIDES" in setup.source
-    setup.source = f"CONFIG = None\nOVERRIDES = {[o for o in overrides if o.startswith('lake.')]!r}"
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO)}}).execute()
-    outputs = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", ""))
-                      for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "exact_duplicate" in outputs and "CREATE TABLE" in outputs

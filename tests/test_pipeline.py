@@ -22,12 +22,8 @@ def table_counts(spark, lake):
 
 
 @pytest.fixture(scope="module")
-def runs(spark, sample_corpus, tmp_path_factory):
-    root = tmp_path_factory.mktemp("lake")
-    cfg = load_config(overrides=tiny_overrides(root, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0",
-                                                                       "export.samples_per_shard=40"])
-    lake = Lake(spark, cfg.lake)
-    first = run_pipeline(spark, cfg)
+def runs(spark, pipeline_lake):
+    cfg, lake, first = pipeline_lake   # tests/conftest.py: shared with the notebook tests
     counts_first = table_counts(spark, lake)
     second = run_pipeline(spark, cfg)
     counts_second = table_counts(spark, lake)
