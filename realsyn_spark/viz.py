@@ -13,7 +13,7 @@ import io
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 THUMB_SIDE = 160
 
@@ -21,37 +21,28 @@ THUMB_SIDE = 160
 # ------------------------------------------------------------------------------------------ images
 
 def decode_image(data: bytes | None) -> Image.Image | None:
-    """Stored image bytes -> an upright RGB(A) PIL image, or None when they do not decode.
+    """Stored image bytes -> the upright 8-bit RGB image the pipeline itself sees, or None when they do
+    not decode: the one decode helper of pHash, embedding and export (`udfs.pixels.decode_rgb`: EXIF
+    orientation applied, 16-bit and float modes scaled, transparency composited on white)."""
+    from udfs.pixels import decode_rgb
 
-    The one decode of the notebooks: EXIF orientation applied (as a viewer and a training loader that
-    uses `ImageOps.exif_transpose` see the image), palette/CMYK/16-bit modes converted to RGB(A).
-    """
     if not data:
         return None
     try:
-        img = Image.open(io.BytesIO(bytes(data)))
-        img.load()
-        img = ImageOps.exif_transpose(img)
+        return decode_rgb(bytes(data))
     except Exception:  # noqa: BLE001 - any undecodable payload is shown as a placeholder, not a crash
         return None
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-    return img.convert("RGBA" if has_alpha else "RGB")
 
 
 def thumbnail_data_uri(data: bytes | None, side: int = THUMB_SIDE) -> str | None:
-    """A `data:` URI of a thumbnail (longest side <= `side`), PNG with alpha else JPEG; None if undecodable."""
+    """A `data:` URI of a JPEG thumbnail (longest side <= `side`); None if undecodable."""
     img = decode_image(data)
     if img is None:
         return None
     img.thumbnail((side, side))
     out = io.BytesIO()
-    if img.mode == "RGBA":   # JPEG has no alpha channel
-        img.save(out, format="PNG")
-        mime = "image/png"
-    else:
-        img.save(out, format="JPEG", quality=85)
-        mime = "image/jpeg"
-    return f"data:{mime};base64,{base64.b64encode(out.getvalue()).decode('ascii')}"
+    img.save(out, format="JPEG", quality=85)
+    return f"data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode('ascii')}"
 
 
 def _esc(value) -> str:

@@ -44,7 +44,9 @@ def test_decode_applies_exif_orientation(orientation, expected):
 
 
 def test_decode_converts_modes_and_rejects_garbage():
-    assert viz.decode_image(_png_palette_with_transparency()).mode == "RGBA"
+    # Transparent pixels composited on white, as the export and the embedding see them.
+    transparent = viz.decode_image(_png_palette_with_transparency())
+    assert transparent.mode == "RGB" and transparent.getpixel((5, 5)) == (255, 255, 255)
     assert viz.decode_image(_jpeg(mode="CMYK")).mode == "RGB"
     assert viz.decode_image(_jpeg(mode="L")).mode == "RGB"
     assert viz.decode_image(b"<html>not an image</html>") is None
@@ -52,12 +54,10 @@ def test_decode_converts_modes_and_rejects_garbage():
     assert viz.decode_image(None) is None and viz.decode_image(b"") is None
 
 
-def test_thumbnail_is_bounded_upright_and_keeps_alpha():
+def test_thumbnail_is_bounded_and_upright():
     uri = viz.thumbnail_data_uri(_jpeg((400, 100), orientation=6), side=64)
     assert uri.startswith("data:image/jpeg;base64,")
     assert _decode_uri(uri).size == (16, 64)             # rotated to portrait, longest side 64
-    alpha = viz.thumbnail_data_uri(_png_palette_with_transparency(), side=64)
-    assert alpha.startswith("data:image/png;base64,") and _decode_uri(alpha).mode == "RGBA"
     assert viz.thumbnail_data_uri(b"junk") is None
 
 
