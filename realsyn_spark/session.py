@@ -28,29 +28,31 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def local_session_builder(cfg: RealSynConfig, master: str | None = None) -> SparkSession.Builder:
-    """Builder of the embedded default; tests use it with their own master (e.g. local-cluster)."""
+def local_options(cfg: RealSynConfig) -> dict[str, str]:
+    """Settings of the embedded default (also given to a local Spark Connect server)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = (
-        SparkSession.builder.master(master or cfg.spark.local_master)
-        .appName(cfg.spark.app_name)
-        .config("spark.jars", ",".join(resolve_jars()))
-        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
-        .config("spark.driver.memory", cfg.spark.driver_memory)
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.ui.enabled", "false")
+    return {
+        "spark.jars": ",".join(resolve_jars()),
+        "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        "spark.driver.memory": cfg.spark.driver_memory,
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": "false",
         # Delta's MERGE/OPTIMIZE are happier with adaptive execution; small files coalesce.
-        .config("spark.sql.adaptive.enabled", "true")
-        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        "spark.sql.adaptive.enabled": "true",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # Delta reads its log state into 50 partitions by default: far too many tasks for small tables.
-        .config("spark.databricks.delta.snapshotPartitions", str(cfg.spark.shuffle_partitions))
-    )
-    for key, value in DELTA_CONF.items():
-        builder = builder.config(key, value)
-    return builder
+        "spark.databricks.delta.snapshotPartitions": str(cfg.spark.shuffle_partitions),
+        **DELTA_CONF,
+    }
+
+
+def local_session_builder(cfg: RealSynConfig, master: str | None = None) -> SparkSession.Builder:
+    """Builder of the embedded default; tests use it with their own master (e.g. local-cluster)."""
+    options = local_options(cfg)
+    return SparkSession.builder.master(master or cfg.spark.local_master).appName(cfg.spark.app_name).config(map=options)
 
 
 def active_session() -> SparkSession | None:
@@ -73,11 +75,8 @@ def connect_url(cfg: RealSynConfig) -> str | None:
 
 def connect_session_builder(cfg: RealSynConfig, url: str) -> SparkSession.Builder:
     """A Connect builder; for `local[N]` the local server gets the settings of the embedded default."""
-    if url.startswith("local"):
-        builder = local_session_builder(cfg, url)
-        builder._options.pop("spark.master", None)   # the master of a local server is its URL
-        return builder.remote(url)
-    return SparkSession.builder.remote(url).appName(cfg.spark.app_name)
+    builder = SparkSession.builder.remote(url).appName(cfg.spark.app_name)
+    return builder.config(map=local_options(cfg)) if url.startswith("local") else builder
 
 
 def get_spark(cfg: RealSynConfig) -> SparkSession:
