@@ -64,7 +64,7 @@ class FetchConfig(_Section):
     concurrency_per_task: int = Field(16, ge=1)
     per_host_limit: int = Field(8, ge=1)
     allow_private_hosts: list[str] = Field(default_factory=list)
-    user_agent: str = "realsyn-spark/0.1"
+    user_agent: str = "realsyn-spark/0.1 (+CLIP dataset research)"
 
 
 class ImageFilterConfig(_Section):
