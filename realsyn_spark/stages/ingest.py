@@ -5,8 +5,9 @@ sources) and `ingest_errors` (quarantine). Files already listed in `ingested_sou
 size and modification time are skipped, and every write is a MERGE on a deterministic key, so a rerun
 (also after a crash half-way) adds nothing twice.
 
-Reading at scale: the driver lists files with `binaryFile` metadata only (path, length, mtime: Spark
-never reads the content for that projection, and the 2 GB content limit does not apply) and cuts every
+Reading at scale: the driver lists files through `os.scandir` / `pyarrow.fs` (`sources.inputs`: path,
+length, mtime; no content read, any file name; unsupported suffixes and unreadable entries are
+quarantined as `unsupported_file` / `unreadable_file`) and cuts every
 large file into splits of about `ingest.split_bytes` (`sources.splits`: WARC by gzip member/record,
 PDF by page range, .jsonl by line, Parquet by row group). Executors stream their split straight from
 storage (`sources.fileio`: local, s3://, gs://, abfss://, hdfs://) and hand results to Spark in small
