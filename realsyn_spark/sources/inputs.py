@@ -74,6 +74,7 @@ def _scan_local(scan: Scan, root: str) -> None:
         _classify(scan, local_uri(root), os.path.basename(root), info.st_size, info.st_mtime_ns // 1_000_000)
         return
     pending = [root]
+    visited = {(info.st_dev, info.st_ino)}   # a link back to a parent folder is listed once, not forever
     while pending:
         folder = pending.pop()
         try:
@@ -91,7 +92,9 @@ def _scan_local(scan: Scan, root: str) -> None:
                                               f"cannot stat: {exc.strerror or type(exc).__name__}"))
                 continue
             if stat.S_ISDIR(info.st_mode):
-                pending.append(entry.path)
+                if (info.st_dev, info.st_ino) not in visited:
+                    visited.add((info.st_dev, info.st_ino))
+                    pending.append(entry.path)
             elif stat.S_ISREG(info.st_mode):
                 _classify(scan, local_uri(entry.path), entry.name, info.st_size, info.st_mtime_ns // 1_000_000)
             else:
