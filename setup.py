@@ -8,6 +8,11 @@ LOCAL_SPARK = [
     # Spark 4.1 line; delta-spark 4.4.0 is the Delta release built for it (artifact delta-spark_4.1_2.13).
     "pyspark>=4.1,<4.2",
     "delta-spark==4.4.0",  # 4.4.1 is on PyPI but its jar is not on Maven Central
+    # Spark Connect client (pyspark[connect]): SPARK_REMOTE / spark.remote, and the local Connect server.
+    "grpcio>=1.67,<2",
+    "grpcio-status>=1.67,<2",
+    "googleapis-common-protos>=1.65,<2",
+    "zstandard>=0.23,<1",
 ]
 
 CORE = [

@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, fn in STAGES.items():
         doc = (sys.modules[fn.__module__].__doc__ or "").strip().splitlines()[0]
         sub.add_parser(name, help=doc)
-    sub.add_parser("run", help="run every stage in order: " + " -> ".join(STAGES))
+    run = sub.add_parser("run", help="run every stage in order: " + " -> ".join(STAGES))
+    run.add_argument("--from", dest="start", choices=list(STAGES), help="first stage to run (default: the first)")
+    run.add_argument("--until", choices=list(STAGES), help="last stage to run, included (default: the last)")
     demo = sub.add_parser("demo", help="generate the sample corpus if needed and run the whole pipeline on it")
     demo.add_argument("--corpus", default="./sample_corpus")
     sub.add_parser("setup-spark", help="resolve the Delta jars once and write the local spark-defaults.conf")
@@ -85,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(cfg)
     started = time.monotonic()
     if args.command in ("run", "demo"):
-        run_id = run_pipeline(spark, cfg, args.run_id)
+        from realsyn_spark.pipeline import select_stages
+
+        stages = select_stages(getattr(args, "start", None), getattr(args, "until", None))
+        run_id = run_pipeline(spark, cfg, args.run_id, stages)
     else:
         run_id = run_stage(spark, cfg, args.command, args.run_id).run_id
     print(summary(spark, cfg, run_id))

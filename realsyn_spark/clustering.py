@@ -1,7 +1,7 @@
 """k-means centroids shared by retrieval (over sentences) and balance sampling (over images).
 
 Centroids are trained with FAISS on the driver over a bounded sample (a setting), stored as a
-versioned Delta table, and broadcast to executors as one small float32 matrix.
+versioned Delta table, and shipped to executors as one float32 matrix (`sparkutil.ship`).
 """
 from __future__ import annotations
 

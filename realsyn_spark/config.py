@@ -41,6 +41,11 @@ class SparkConfig(_Section):
     local_master: str = "local[*]"
     shuffle_partitions: int = Field(8, ge=1)
     driver_memory: str = "4g"
+    # Spark Connect URL (sc://host:port, or local[N] to start a local Connect server); SPARK_REMOTE wins.
+    remote: str | None = None
+    # Arrays up to this size travel in the UDF closure; larger ones are written once under the lake
+    # (`_shipped/`) and read once per Python worker (Spark Connect has no broadcast variables).
+    closure_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
 
 
 class IngestConfig(_Section):
@@ -64,7 +69,7 @@ class FetchConfig(_Section):
     concurrency_per_task: int = Field(16, ge=1)
     per_host_limit: int = Field(8, ge=1)
     allow_private_hosts: list[str] = Field(default_factory=list)
-    user_agent: str = "realsyn-spark/0.1"
+    user_agent: str = "realsyn-spark/0.1 (+CLIP dataset research)"
 
     @property
     def effective_url_deadline_s(self) -> float:

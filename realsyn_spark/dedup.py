@@ -233,13 +233,15 @@ SEMANTIC_GROUP_SCHEMA = "item_id string, representative_id string, cluster_id in
 
 def semantic_duplicate_groups(spark: SparkSession, vectors: DataFrame, id_col: str, threshold: float,
                               items_per_cluster: int, n_clusters: int | None, sample_size: int,
-                              iterations: int, seed: int) -> tuple[DataFrame, dict]:
+                              iterations: int, seed: int, ship_to: tuple[str, int] | None = None
+                              ) -> tuple[DataFrame, dict]:
     """Semantic duplicates among `vectors` (id_col, embedding: L2-normalised).
 
     Returns rows (item_id, representative_id, cluster_id, similarity, group_size) for the members
     that are dropped, and counters (clusters, in-cluster pairs compared).
     """
     from realsyn_spark.clustering import auto_clusters, sample_vectors, train_kmeans
+    from realsyn_spark.sparkutil import ship
     from udfs.retrieval import nearest_centroids
 
     vectors = vectors.select(id_col, "embedding").localCheckpoint(eager=True)
@@ -249,7 +251,7 @@ def semantic_duplicate_groups(spark: SparkSession, vectors: DataFrame, id_col: s
         return empty, {"clusters": 0, "pairs_compared": 0}
     k = auto_clusters(n_rows, items_per_cluster, n_clusters)
     centroids = train_kmeans(sample_vectors(vectors, n_rows, sample_size, seed, id_col), k, iterations, seed)
-    centroids_bc = spark.sparkContext.broadcast(centroids)
+    centroids_bc = ship(centroids, *(ship_to or ("", 1 << 62)), name="dedup-centroids")
     assigned = (vectors.mapInPandas(nearest_centroids(centroids_bc, 1, id_col),
                                     f"{id_col} string, cluster_id int, probe_rank int, embedding array<float>")
                 .drop("probe_rank").localCheckpoint(eager=True))

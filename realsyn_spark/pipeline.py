@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 from pyspark.sql import SparkSession
@@ -10,28 +11,81 @@ from pyspark.sql import functions as F
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.runlog import StageRun, new_run_id
 from realsyn_spark.stages import balance, dedup, embed, export, extract, fetch, funnel, generate, ingest, retrieve
-from realsyn_spark.tables import ALL_TABLES, DATASET, RUN_LOG, Lake
+from realsyn_spark.tables import (ALL_TABLES, BALANCED, CENTROIDS, DATASET, DOCUMENTS, FUNNEL, IMAGE_BLOBS,
+                                  IMAGE_EMBEDDINGS, IMAGE_HASHES, IMAGES, INGEST_ERRORS, INGESTED_SOURCES,
+                                  RETRIEVALS, RUN_LOG, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCE_SCORES,
+                                  SENTENCES, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, TableSpec, Lake)
 
 log = logging.getLogger("realsyn")
 
-STAGES: dict[str, Callable[[SparkSession, RealSynConfig, str], StageRun]] = {
-    "ingest": ingest.run,
-    "fetch": fetch.run,
-    "extract": extract.run,
-    "embed": embed.run,
-    "dedup": dedup.run,        # semantic dedup needs the CLIP vectors
-    "funnel": funnel.run,      # Real-World Data Extraction funnel report
-    "retrieve": retrieve.run,
-    "generate": generate.run,
-    "balance": balance.run,
-    "export": export.run,
-}
+@dataclass(frozen=True)
+class StageSpec:
+    """What a stage is: its entry point, the tables it needs (they must exist when it starts; empty
+    is fine) and the tables it writes (they exist once it ran, empty or not)."""
+    name: str
+    run: Callable[[SparkSession, RealSynConfig, str], StageRun]
+    reads: tuple[TableSpec, ...]
+    writes: tuple[TableSpec, ...]
+
+
+class MissingInputError(RuntimeError):
+    pass
+
+
+DECLARATIONS: tuple[StageSpec, ...] = (
+    StageSpec("ingest", ingest.run, (), (DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, INGESTED_SOURCES)),
+    StageSpec("fetch", fetch.run, (DOCUMENTS, IMAGE_BLOBS), (IMAGE_BLOBS, INGEST_ERRORS)),
+    StageSpec("extract", extract.run, (DOCUMENTS, IMAGE_BLOBS), (IMAGES, SENTENCES, IMAGE_HASHES, SENTENCE_SCORES)),
+    StageSpec("embed", embed.run, (IMAGES, IMAGE_BLOBS, SENTENCES), (IMAGE_EMBEDDINGS, SENTENCE_EMBEDDINGS)),
+    # semantic dedup needs the CLIP vectors
+    StageSpec("dedup", dedup.run, (IMAGES, SENTENCES, IMAGE_EMBEDDINGS, SENTENCE_EMBEDDINGS),
+              (SEMANTIC_DUPLICATES, IMAGES, SENTENCES)),
+    # Real-World Data Extraction funnel report
+    StageSpec("funnel", funnel.run, (IMAGES, SENTENCES), (FUNNEL,)),
+    StageSpec("retrieve", retrieve.run, (IMAGES, SENTENCES, IMAGE_EMBEDDINGS, SENTENCE_EMBEDDINGS),
+              (CENTROIDS, RETRIEVALS)),
+    StageSpec("generate", generate.run, (RETRIEVALS, IMAGES, SENTENCES), (SYNTHETIC_TEXTS,)),
+    StageSpec("balance", balance.run, (SYNTHETIC_TEXTS, IMAGES, IMAGE_EMBEDDINGS),
+              (SYNTHETIC_EMBEDDINGS, BALANCED, CENTROIDS)),
+    StageSpec("export", export.run, (BALANCED, IMAGES, IMAGE_BLOBS, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS),
+              (DATASET,)),
+)
+SPECS: dict[str, StageSpec] = {spec.name: spec for spec in DECLARATIONS}
+STAGES: dict[str, Callable[[SparkSession, RealSynConfig, str], StageRun]] = {s.name: s.run for s in DECLARATIONS}
+
+
+def check_inputs(lake: Lake, spec: StageSpec) -> None:
+    """Fail at once, naming the stage and the table, when an input table was never written."""
+    for table in spec.reads:
+        if not lake.exists(table):
+            writers = [s.name for s in DECLARATIONS if table in s.writes]
+            raise MissingInputError(f"stage {spec.name!r} needs table {table.name!r} ({lake.location(table)}), "
+                                    f"which does not exist: run {' or '.join(writers) or 'the stage that writes it'} first")
 
 
 def run_stage(spark: SparkSession, cfg: RealSynConfig, stage: str, run_id: str | None = None) -> StageRun:
-    if stage not in STAGES:
+    if stage not in SPECS:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    return STAGES[stage](spark, cfg, run_id or new_run_id())
+    spec = SPECS[stage]
+    lake = Lake(spark, cfg.lake)
+    check_inputs(lake, spec)
+    result = spec.run(spark, cfg, run_id or new_run_id())
+    for table in spec.writes:   # a stage that had nothing to do still leaves its (empty) outputs
+        lake.ensure(table)
+    return result
+
+
+def select_stages(start: str | None = None, until: str | None = None) -> list[str]:
+    """The stages from `start` through `until` (both included), in pipeline order."""
+    names = list(STAGES)
+    for name in (start, until):
+        if name is not None and name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; stages: {', '.join(names)}")
+    first = names.index(start) if start else 0
+    last = names.index(until) if until else len(names) - 1
+    if first > last:
+        raise ValueError(f"--from {start} comes after --until {until}")
+    return names[first:last + 1]
 
 
 def run_pipeline(spark: SparkSession, cfg: RealSynConfig, run_id: str | None = None,

@@ -80,14 +80,14 @@ def scores(lake: Lake, scorer: str, prefix: str) -> DataFrame:
 def ensure_scores(spark: SparkSession, lake: Lake, eligible: DataFrame, scorer: str, mapper, run_id: str,
                   rows_per_batch: int) -> int:
     """Score the `eligible` (sentence_id, text) rows that have no `scorer` score yet; returns how many."""
-    from realsyn_spark.sparkutil import arrow_batch_rows
+    from realsyn_spark.sparkutil import arrow_batch_rows, parallelism as task_parallelism
 
     done = lake.read(SENTENCE_SCORES).where(F.col("scorer") == scorer).select("sentence_id")
     todo = eligible.select("sentence_id", "text").join(done, "sentence_id", "left_anti").localCheckpoint(eager=True)
     n = todo.count()
     if n == 0:
         return 0
-    parallelism = spark.sparkContext.defaultParallelism
+    parallelism = task_parallelism(spark)
     with arrow_batch_rows(spark, rows_per_batch):
         scored = (todo.repartition(max(1, min(parallelism * 4, n // rows_per_batch + 1)))
                   .mapInPandas(mapper, "sentence_id string, score double, flag boolean")

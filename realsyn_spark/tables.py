@@ -3,14 +3,17 @@
 Tables are path-based under `lake.root` by default (`<root>/<name>`), or `<catalog_schema>.<name>` in a
 metastore (Unity Catalog, Glue) when `lake.catalog_schema` is set. Writes are transactional Delta
 commits: MERGE on the table's key for incremental stages, replaceWhere/overwrite for derived tables.
+Create and MERGE go through Delta SQL (`CREATE TABLE IF NOT EXISTS ... USING DELTA`, `MERGE INTO` from
+a temporary view), not the Python `DeltaTable` API, so they run unchanged under Spark Connect (the
+open-source Connect server has no handler for DeltaTable's plan extension).
 """
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Iterable
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -157,6 +160,12 @@ ALL_TABLES = (DOCUMENTS, INGESTED_SOURCES, INGEST_ERRORS, IMAGE_BLOBS, IMAGES, S
               IMAGE_HASHES, SENTENCE_SCORES, SEMANTIC_DUPLICATES, FUNNEL)
 
 
+def schema_ddl(schema: T.StructType) -> str:
+    """Column list for CREATE TABLE: nested types as Spark's DDL strings, NOT NULL kept at top level."""
+    return ", ".join(f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+                     for f in schema.fields)
+
+
 class Lake:
     """Where the tables live and how they are read and written."""
 
@@ -177,27 +186,33 @@ class Lake:
         root = self.cfg.root.rstrip("/")
         return root if "://" in root or root.startswith(("dbfs:", "file:")) else os.path.abspath(root)
 
-    def _delta_table(self, spec: TableSpec) -> DeltaTable:
+    def sql_name(self, spec: TableSpec) -> str:
+        """The table as SQL names it: `catalog`.`schema`.`name`, or delta.`<path>` (backticks doubled)."""
         if self.cfg.catalog_schema:
-            return DeltaTable.forName(self.spark, self.location(spec))
-        return DeltaTable.forPath(self.spark, self.location(spec))
+            return ".".join(f"`{part.replace('`', '``')}`" for part in self.location(spec).split("."))
+        return "delta.`" + self.location(spec).replace("`", "``") + "`"
 
     def ensure(self, spec: TableSpec) -> None:
         """Create the table empty with its schema if it does not exist (idempotent, once per Lake)."""
         if spec.name in self._ensured:
             return
-        builder = DeltaTable.createIfNotExists(self.spark).addColumns(spec.schema)
-        if self.cfg.catalog_schema:
-            builder = builder.tableName(self.location(spec))
-        else:
-            builder = builder.location(self.location(spec))
-        builder.execute()
+        if not self.exists(spec):
+            self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.sql_name(spec)} ({schema_ddl(spec.schema)}) USING DELTA")
         self._ensured.add(spec.name)
 
     def exists(self, spec: TableSpec) -> bool:
         if self.cfg.catalog_schema:
             return self.spark.catalog.tableExists(self.location(spec))
-        return DeltaTable.isDeltaTable(self.spark, self.location(spec))
+        from pyarrow import fs as pafs
+
+        from realsyn_spark.hadoopfs import _fs_and_path
+
+        filesystem, path = _fs_and_path(self.location(spec) + "/_delta_log")
+        return filesystem.get_file_info(path).type == pafs.FileType.Directory
+
+    def history(self, spec: TableSpec, limit: int | None = None) -> DataFrame:
+        """DESCRIBE HISTORY: the table's commits, newest first."""
+        return self.spark.sql(f"DESCRIBE HISTORY {self.sql_name(spec)}" + (f" LIMIT {int(limit)}" if limit else ""))
 
     def read(self, spec: TableSpec) -> DataFrame:
         self.ensure(spec)
@@ -222,12 +237,20 @@ class Lake:
         self.ensure(spec)
         keys = tuple(keys or spec.keys)
         condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        merge = self._delta_table(spec).alias("t").merge(self.conform(spec, df).alias("s"), condition)
+        view = f"realsyn_merge_{spec.name}_{uuid.uuid4().hex[:12]}"
+        clauses = []
         if update:
             columns = list(update_columns or [f.name for f in spec.schema.fields if f.name not in keys])
             changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns)
-            merge = merge.whenMatchedUpdate(condition=changed, set={c: f"s.`{c}`" for c in columns})
-        merge.whenNotMatchedInsertAll().execute()
+            assignments = ", ".join(f"t.`{c}` = s.`{c}`" for c in columns)
+            clauses.append(f"WHEN MATCHED AND ({changed}) THEN UPDATE SET {assignments}")
+        clauses.append("WHEN NOT MATCHED THEN INSERT *")
+        self.conform(spec, df).createOrReplaceTempView(view)
+        try:
+            self.spark.sql(f"MERGE INTO {self.sql_name(spec)} AS t USING `{view}` AS s ON {condition} "
+                           + " ".join(clauses))
+        finally:
+            self.spark.catalog.dropTempView(view)
 
     def overwrite(self, spec: TableSpec, df: DataFrame) -> None:
         """Replace the whole table in one Delta commit (readers see the old or the new version)."""

@@ -126,7 +126,8 @@ def test_retrieval_cluster_rule_is_sqrt_beyond_the_paper_ratio():
 
 def test_split_clusters_give_the_unsplit_result(spark):
     from realsyn_spark.clustering import chunk_plan
-    from udfs.retrieval import SearchStats
+    from realsyn_spark.sparkutil import input_partitions
+    from realsyn_spark.stages.retrieve import search_with_stats
 
     d, k = 16, 3
     x, q = clustered(1500, d, 5, 6), clustered(120, d, 5, 7)
@@ -136,19 +137,21 @@ def test_split_clusters_give_the_unsplit_result(spark):
     unsplit = hierarchical_search(spark, images, sentences, centroids, cfg,
                                   chunks=np.ones(5, np.int32)).toPandas()
     small = RetrievalConfig(n_probe=2, top_k=k, max_vectors_per_task=100)
-    chunks = chunk_plan(x, centroids, len(x), 100, input_tasks=sentences.rdd.getNumPartitions())
+    chunks = chunk_plan(x, centroids, len(x), 100, input_tasks=input_partitions(sentences))
     assert (chunks > 1).all()
-    stats = spark.sparkContext.accumulator(SearchStats.empty(), SearchStats())
-    split = hierarchical_search(spark, images, sentences, centroids, small, chunks=chunks, stats=stats).toPandas()
+    found, stats, matches = search_with_stats(spark, images, sentences, centroids, small, chunks=chunks)
+    split = found.toPandas()
+    matches.unpersist()
     key = ["image_id", "rank"]
     a, b = unsplit.sort_values(key).reset_index(drop=True), split.sort_values(key).reset_index(drop=True)
     assert a[["image_id", "rank", "sentence_id", "cluster_id"]].equals(b[["image_id", "rank", "sentence_id", "cluster_id"]])
     np.testing.assert_allclose(a.score, b.score, rtol=0, atol=1e-6)
-    assert 0 < stats.value["max_sentences"] <= 100 and stats.value["groups"] >= chunks.sum() - 1
+    assert 0 < stats["max_sentences"] <= 100 and stats["groups"] >= chunks.sum() - 1
     # the plan computed inside hierarchical_search (no chunks given) bounds the groups the same way
-    stats2 = spark.sparkContext.accumulator(SearchStats.empty(), SearchStats())
-    auto = hierarchical_search(spark, images, sentences, centroids, small, stats=stats2).toPandas()
-    assert stats2.value["max_sentences"] <= 100
+    found2, stats2, matches2 = search_with_stats(spark, images, sentences, centroids, small)
+    auto = found2.toPandas()
+    matches2.unpersist()
+    assert stats2["max_sentences"] <= 100
     assert auto.sort_values(key).reset_index(drop=True)[["image_id", "sentence_id"]].equals(a[["image_id", "sentence_id"]])
     # and the result is exactly brute force over the probed clusters
     home = np.argmax(x @ centroids.T, axis=1)

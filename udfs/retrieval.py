@@ -29,26 +29,30 @@ OUT_ROWS = 8192     # rows per Arrow batch emitted by the assignment bodies (bou
 # Internal Arrow/Spark schemas of the stage (vectors as raw bytes, see module doc).
 ASSIGNED_SENTENCES = "sentence_id string, cluster_id int, chunk int, vec binary"
 PROBED_IMAGES = "image_id string, cluster_id int, chunk int, vec binary"
-CHUNK_MATCHES = "image_id string, sentence_id string, score float, cluster_id int, group_sentences int"
+CHUNK_MATCHES = "image_id string, sentence_id string, score float, cluster_id int, group_sentences int, group_images int"
 
 
 # --------------------------------------------------------------------------------------------- helpers
 
 class SearchStats:
-    """AccumulatorParam over {"max_sentences", "groups", "pairs"}: the most sentence vectors one search
-    task held (max, idempotent under retries), and the number of groups and image x sentence dot
-    products of the fine search (sums)."""
+    """{"max_sentences", "groups", "pairs"}: the most sentence vectors one search task held, and the
+    number of groups and image x sentence dot products of the fine search. Each search group returns
+    one stats row (image_id NULL, group_sentences, group_images) beside its matches; the driver
+    aggregates those rows (Spark Connect has no accumulators, and rows are exact under task retries)."""
 
     @staticmethod
     def empty() -> dict:
         return {"max_sentences": 0, "groups": 0, "pairs": 0}
 
-    def zero(self, value):
-        return self.empty()
+    @staticmethod
+    def of(matches) -> dict:
+        """The stats of a CHUNK_MATCHES frame (with stats rows)."""
+        from pyspark.sql import functions as F
 
-    def addInPlace(self, a, b):
-        return {"max_sentences": max(a["max_sentences"], b["max_sentences"]),
-                "groups": a["groups"] + b["groups"], "pairs": a["pairs"] + b["pairs"]}
+        row = (matches.where(F.col("image_id").isNull())
+               .agg(F.max("group_sentences").alias("m"), F.count(F.lit(1)).alias("g"),
+                    F.sum(F.col("group_sentences").cast("long") * F.col("group_images")).alias("p")).first())
+        return {"max_sentences": int(row.m or 0), "groups": int(row.g or 0), "pairs": int(row.p or 0)}
 
 
 def stack(vectors: pd.Series) -> np.ndarray:
@@ -307,14 +311,14 @@ def probe_images(centroids_bc, chunks_bc, n_probe: int, id_col: str = "image_id"
     return run
 
 
-def search_chunk(top_k: int, min_score: float | None, dim: int, stats=None, device: str = "auto"):
+def search_chunk(top_k: int, min_score: float | None, dim: int, stats_rows: bool = False, device: str = "auto"):
     """cogroup/applyInArrow body: exact inner-product top-k of one (cluster, chunk)'s images over its
-    sentences, on the CPU or the task's GPU (`search_device`). `stats` (an accumulator of
-    `SearchStats`) records group sizes and dot products."""
+    sentences, on the CPU or the task's GPU (`search_device`). With `stats_rows`, one more row per
+    group (image_id NULL) carries its sizes (see `SearchStats`)."""
     import pyarrow as pa
 
     schema = pa.schema([("image_id", pa.string()), ("sentence_id", pa.string()), ("score", pa.float32()),
-                        ("cluster_id", pa.int32()), ("group_sentences", pa.int32())])
+                        ("cluster_id", pa.int32()), ("group_sentences", pa.int32()), ("group_images", pa.int32())])
 
     def run(images, sentences):
         if images.num_rows == 0 or sentences.num_rows == 0:
@@ -322,9 +326,6 @@ def search_chunk(top_k: int, min_score: float | None, dim: int, stats=None, devi
         where = search_device(device)
         if where == "cpu":
             limit_threads(task_threads())
-        if stats is not None:
-            stats.add({"max_sentences": int(sentences.num_rows), "groups": 1,
-                       "pairs": int(images.num_rows) * int(sentences.num_rows)})
         queries = arrow_vectors(images.column("vec"), dim)
         corpus = arrow_vectors(sentences.column("vec"), dim)
         scores, best = exact_top_k(queries, corpus, top_k, where)
@@ -336,13 +337,21 @@ def search_chunk(top_k: int, min_score: float | None, dim: int, stats=None, devi
         if not keep.all():
             scores, best, query_row = scores[keep], best[keep], query_row[keep]
         cluster_id = images.column("cluster_id")[0].as_py()
-        return pa.table({
+        table = pa.table({
             "image_id": images.column("image_id").take(pa.array(query_row)),
             "sentence_id": sentences.column("sentence_id").take(pa.array(best)),
             "score": pa.array(scores.astype(np.float32)),
             "cluster_id": pa.array(np.full(len(best), cluster_id, np.int32)),
             "group_sentences": pa.array(np.full(len(best), sentences.num_rows, np.int32)),
+            "group_images": pa.array(np.full(len(best), images.num_rows, np.int32)),
         }, schema=schema)
+        if not stats_rows:
+            return table
+        stats = pa.table({"image_id": pa.nulls(1, pa.string()), "sentence_id": pa.nulls(1, pa.string()),
+                          "score": pa.nulls(1, pa.float32()), "cluster_id": pa.array([cluster_id], pa.int32()),
+                          "group_sentences": pa.array([sentences.num_rows], pa.int32()),
+                          "group_images": pa.array([images.num_rows], pa.int32())}, schema=schema)
+        return pa.concat_tables([table, stats])
 
     return run
 

@@ -21,6 +21,7 @@ _SUFFIX_KINDS = (
 )
 
 SOURCE_KINDS = frozenset(kind for _, kind in _SUFFIX_KINDS)
+SUFFIXES = tuple(suffix for suffix, _ in _SUFFIX_KINDS)
 
 
 def detect_kind(path: str) -> Optional[str]:

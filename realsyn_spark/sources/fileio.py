@@ -20,7 +20,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 READ_BUFFER_BYTES = 1 << 20   # one ranged read per MiB on object stores, not one per warcio block
 HASH_CHUNK_BYTES = 4 << 20
@@ -37,12 +37,18 @@ def _local_path(uri: str) -> str | None:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme == "file":
-        return unquote(parts.path)
+        return _decoded(parts.path)
     if scheme == "dbfs":  # Databricks: every executor mounts DBFS under /dbfs
-        return "/dbfs" + unquote(parts.path if parts.path.startswith("/") else "/" + parts.path)
+        return "/dbfs" + _decoded(parts.path if parts.path.startswith("/") else "/" + parts.path)
     if len(scheme) == 1:  # a Windows drive letter, "C:\\data\\x.warc"
         return uri
     return None
+
+
+def _decoded(path: str) -> str:
+    """A percent-encoded URI path as the OS names it: the escapes are the name's raw bytes
+    (`inputs.local_uri`), so a name that is not valid UTF-8 still opens."""
+    return os.fsdecode(unquote_to_bytes(path))
 
 
 def _remote(uri: str):

@@ -17,7 +17,7 @@ from realsyn_spark.clustering import auto_clusters, sample_vectors, store_centro
 from realsyn_spark.config import BalanceConfig, RealSynConfig
 from realsyn_spark.ids import stable_id
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.sparkutil import arrow_batch_rows
+from realsyn_spark.sparkutil import arrow_batch_rows, parallelism, ship
 from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
 from realsyn_spark.stages.retrieve import kept_image_vectors
 from realsyn_spark.tables import BALANCED, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, Lake
@@ -28,7 +28,7 @@ from udfs.retrieval import nearest_centroids
 def embed_new_synthetic_texts(spark: SparkSession, lake: Lake, cfg: RealSynConfig, model_id: str, run_id: str):
     texts = lake.read(SYNTHETIC_TEXTS).select("request_hash", F.col("syn_text").alias("text")).dropDuplicates(["request_hash"])
     done = lake.read(SYNTHETIC_EMBEDDINGS).where(F.col("model_id") == model_id).select("request_hash")
-    todo = texts.join(done, "request_hash", "left_anti").repartition(spark.sparkContext.defaultParallelism)
+    todo = texts.join(done, "request_hash", "left_anti").repartition(parallelism(spark))
     with arrow_batch_rows(spark, cfg.embed.batch_size * 8):
         vectors = todo.mapInPandas(text_embedder(resolve_embed_config(cfg.embed), "request_hash"),
                                    "request_hash string, model_id string, embedding array<float>")
@@ -49,7 +49,8 @@ def similarity_band(lake: Lake, cfg: BalanceConfig, model_id: str) -> DataFrame:
             .select("image_id", "similarity", "drop_reason", F.col("image_vec").alias("embedding")))
 
 
-def cluster_and_rank(spark: SparkSession, lake: Lake, kept: DataFrame, cfg: BalanceConfig, model_id: str) -> DataFrame:
+def cluster_and_rank(spark: SparkSession, lake: Lake, kept: DataFrame, cfg: BalanceConfig, model_id: str,
+                     closure_max_bytes: int = 64 << 20) -> DataFrame:
     n_kept = kept.count()
     if n_kept == 0:
         return kept.select("image_id", F.lit(None).cast("int").alias("cluster_id"),
@@ -58,7 +59,7 @@ def cluster_and_rank(spark: SparkSession, lake: Lake, kept: DataFrame, cfg: Bala
     centroids = train_kmeans(sample_vectors(kept, n_kept, cfg.kmeans_sample_size, cfg.seed, "image_id"), k,
                              cfg.kmeans_iterations, cfg.seed)
     store_centroids(lake, stable_id("balance", model_id, n_kept, k, cfg.seed, length=16), "balance", centroids, model_id)
-    centroids_bc = spark.sparkContext.broadcast(centroids)
+    centroids_bc = ship(centroids, lake.root, closure_max_bytes, "balance-centroids")
     assigned = kept.select("image_id", "embedding").mapInPandas(
         nearest_centroids(centroids_bc, 1, "image_id"),
         "image_id string, cluster_id int, probe_rank int, embedding array<float>")
@@ -76,7 +77,7 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         embed_new_synthetic_texts(spark, lake, cfg, model_id, run_id)
         banded = similarity_band(lake, cfg.balance, model_id).cache()
         kept = banded.where("drop_reason IS NULL")
-        ranks = cluster_and_rank(spark, lake, kept, cfg.balance, model_id)
+        ranks = cluster_and_rank(spark, lake, kept, cfg.balance, model_id, cfg.spark.closure_max_bytes)
         result = (banded.drop("embedding").join(ranks, "image_id", "left").withColumn("run_id", F.lit(run_id)))
         lake.overwrite(BALANCED, result)
         balanced = lake.read(BALANCED)

@@ -44,7 +44,8 @@ def decide(spark: SparkSession, lake: Lake, cfg: RealSynConfig, kind: str, model
     d = cfg.dedup
     groups, counters = semantic_duplicate_groups(
         spark, semantic_candidates(lake, kind, model_id), id_col, getattr(d, threshold_key), d.items_per_cluster,
-        d.n_clusters, d.kmeans_sample_size, d.kmeans_iterations, d.seed)
+        d.n_clusters, d.kmeans_sample_size, d.kmeans_iterations, d.seed,
+        ship_to=(lake.root, cfg.spark.closure_max_bytes))
     for key, value in counters.items():
         stage.count(f"{kind}_{key}", value)
     return (groups.withColumn("kind", F.lit(kind)).withColumn("model_id", F.lit(model_id))

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import EmbedConfig, RealSynConfig
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.sparkutil import arrow_batch_rows
+from realsyn_spark.sparkutil import arrow_batch_rows, parallelism
 from realsyn_spark.tables import IMAGE_BLOBS, IMAGE_EMBEDDINGS, IMAGES, SENTENCE_EMBEDDINGS, SENTENCES, Lake
 from udfs.clip_embed import image_embedder, model_id_for, text_embedder
 
@@ -82,7 +82,7 @@ def embed_images(spark: SparkSession, lake: Lake, resolved: dict, model_id: str,
     todo = (kept.join(done, "image_id", "left_anti")
             .join(lake.read(IMAGE_BLOBS).select("image_url", "image_bytes"), "image_url")
             .select("image_id", "image_bytes"))
-    return (todo.repartition(spark.sparkContext.defaultParallelism)
+    return (todo.repartition(parallelism(spark))
             .mapInPandas(image_embedder(resolved), EMBEDDING_SCHEMA.format(id="image_id"))
             .withColumn("run_id", F.lit(run_id)))
 
@@ -90,7 +90,7 @@ def embed_images(spark: SparkSession, lake: Lake, resolved: dict, model_id: str,
 def embed_sentences(spark: SparkSession, lake: Lake, resolved: dict, model_id: str, run_id: str) -> DataFrame:
     kept = lake.read(SENTENCES).where("drop_reason IS NULL").select("sentence_id", "text")
     done = lake.read(SENTENCE_EMBEDDINGS).where(F.col("model_id") == model_id).select("sentence_id")
-    return (kept.join(done, "sentence_id", "left_anti").repartition(spark.sparkContext.defaultParallelism)
+    return (kept.join(done, "sentence_id", "left_anti").repartition(parallelism(spark))
             .mapInPandas(text_embedder(resolved, "sentence_id"), EMBEDDING_SCHEMA.format(id="sentence_id"))
             .withColumn("run_id", F.lit(run_id)))
 

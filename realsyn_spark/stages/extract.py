@@ -28,7 +28,7 @@ from realsyn_spark import text as textrules
 from realsyn_spark.config import ImageFilterConfig, RealSynConfig, SentenceFilterConfig
 from realsyn_spark.dedup import near_duplicate_groups, resolve_duplicate_chains
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.sparkutil import arrow_batch_rows
+from realsyn_spark.sparkutil import arrow_batch_rows, parallelism as task_parallelism
 from realsyn_spark.tables import (DOCUMENTS, IMAGE_BLOBS, IMAGE_HASHES, IMAGES, SEMANTIC_DUPLICATES, SENTENCES,
                                   Lake)
 from udfs.phash import hash_kind, phash_mapper
@@ -138,7 +138,7 @@ def ensure_phashes(spark: SparkSession, lake: Lake, survivors: DataFrame, cfg: I
         return 0
     blobs = (lake.read(IMAGE_BLOBS).where("status = 'ok' AND image_bytes IS NOT NULL")
              .select("sha256", "image_bytes").dropDuplicates(["sha256"]))
-    parallelism = spark.sparkContext.defaultParallelism
+    parallelism = task_parallelism(spark)
     with arrow_batch_rows(spark, 64):
         hashes = (todo.join(blobs, "sha256").repartition(max(1, min(parallelism * 4, n // 64 + 1)))
                   .mapInPandas(phash_mapper(cfg.phash_core_fraction), "sha256 string, phash bigint, phash_core bigint")

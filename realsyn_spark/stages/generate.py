@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.sparkutil import parallelism, ship
 from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
 from realsyn_spark.stages.retrieve import kept_image_vectors
 from realsyn_spark.tables import IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
@@ -36,7 +37,7 @@ def image_tags(spark: SparkSession, lake: Lake, cfg: RealSynConfig, model_id: st
     names = tag_vocabulary(cfg.generate.tag_vocabulary_path)
     bundle = load_clip(resolve_embed_config(cfg.embed))
     matrix = bundle.embed_texts([TAG_PROMPT.format(n) for n in names], 64)
-    tags_bc = spark.sparkContext.broadcast((np.asarray(names), matrix))
+    tags_bc = ship((np.asarray(names), np.asarray(matrix)), lake.root, cfg.spark.closure_max_bytes, "tag-vectors")
     return kept_image_vectors(lake, model_id).mapInPandas(
         zero_shot_tags(tags_bc, cfg.generate.tags_per_image), "image_id string, tags array<string>")
 
@@ -73,7 +74,7 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         fresh_requests = todo.join(answered.select("request_hash"), "request_hash", "left_anti") \
             .dropDuplicates(["request_hash"])
         n_fresh = fresh_requests.count()
-        generated = fresh_requests.repartition(max(1, spark.sparkContext.defaultParallelism)).mapInPandas(
+        generated = fresh_requests.repartition(parallelism(spark)).mapInPandas(
             generate_texts(cfg.generate.model_dump()), "request_hash string, syn_text string")
         # Materialised once: an LLM call must not be repeated by the MERGE's two passes over its source.
         generated = generated.persist()

@@ -5,8 +5,9 @@ sources) and `ingest_errors` (quarantine). Files already listed in `ingested_sou
 size and modification time are skipped, and every write is a MERGE on a deterministic key, so a rerun
 (also after a crash half-way) adds nothing twice.
 
-Reading at scale: the driver lists files with `binaryFile` metadata only (path, length, mtime: Spark
-never reads the content for that projection, and the 2 GB content limit does not apply) and cuts every
+Reading at scale: the driver lists files through `os.scandir` / `pyarrow.fs` (`sources.inputs`: path,
+length, mtime; no content read, any file name; unsupported suffixes and unreadable entries are
+quarantined as `unsupported_file` / `unreadable_file`) and cuts every
 large file into splits of about `ingest.split_bytes` (`sources.splits`: WARC by gzip member/record,
 PDF by page range, .jsonl by line, Parquet by row group). Executors stream their split straight from
 storage (`sources.fileio`: local, s3://, gs://, abfss://, hdfs://) and hand results to Spark in small
@@ -31,7 +32,8 @@ from realsyn_spark.config import RealSynConfig
 from realsyn_spark.ids import stable_id
 from realsyn_spark.runlog import StageRun, stage_run
 from realsyn_spark.sources import Blob, Document
-from realsyn_spark.sources.detect import detect_kind
+from realsyn_spark.sources.inputs import InputFile, Rejected, scan_inputs
+from realsyn_spark.sparkutil import parallelism
 from realsyn_spark.sources.splits import Split, count_split_lines, pack_splits, plan_splits, with_first_rows
 from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, INGESTED_SOURCES, NODE, Lake
 
@@ -148,39 +150,39 @@ def parse_splits(html_base_url: str, max_record_bytes: int):
     return run
 
 
-def _hadoop_path(uri: str) -> str:
-    """A URI as Hadoop's Path.toString writes it (the `path` column of binaryFile): file:///x -> file:/x."""
-    return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
+LISTING = "path string, length long, modificationTime timestamp"
 
 
 def list_input_files(spark: SparkSession, paths: list[str]) -> DataFrame:
-    """Input files with size and mtime, only the kinds we can parse.
-
-    binaryFile reads no content for this projection (its ReadSchema has no `content`), so files of any
-    size, also over its 2 GB content limit, list. Spark leaves zero-length files out of every scan
-    (SPARK-26161) though they are in the file index; those are added from `inputFiles()` with their
-    status from the Hadoop FileSystem, so an empty input file is reported instead of silently ignored.
-    """
-    frame = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(paths)
-    listing = frame.select("path", "length", "modificationTime")
-    candidates = sorted({_hadoop_path(p) for p in frame.inputFiles() if detect_kind(p)})
-    if candidates:
-        missing = (spark.createDataFrame([(p,) for p in candidates], "path string")
-                   .join(listing.select("path"), "path", "left_anti").collect())
-        if missing:
-            listing = listing.unionByName(spark.createDataFrame(
-                [_file_status(spark, r.path) for r in missing], "path string, length long, modificationTime timestamp"))
-    kind = F.udf(lambda path: detect_kind(path), T.StringType())  # a lambda: no type hints to infer a pandas UDF from
-    return (listing.withColumn("source_kind", kind("path")).where(F.col("source_kind").isNotNull())
-            .withColumn("modified_ms", (F.col("modificationTime").cast("double") * 1000).cast("long")))
+    """Input files of the kinds we can parse, with size and mtime (`inputs.scan_inputs`), as a DataFrame
+    (path, length, modificationTime, source_kind, modified_ms). Zero-length files are included (they
+    become `empty_file` errors); files of other kinds are in `scan_inputs(...).rejected`."""
+    return listing_frame(spark, scan_inputs(paths).files)
 
 
-def _file_status(spark: SparkSession, path: str) -> tuple:
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    status = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getFileStatus(hadoop_path)
-    modified = dt.datetime.fromtimestamp(status.getModificationTime() / 1000)
-    return path, int(status.getLen()), modified
+def listing_frame(spark: SparkSession, files: list[InputFile]) -> DataFrame:
+    rows = [(f.uri, f.size, dt.datetime.fromtimestamp(f.modified_ms / 1000), f.kind, f.modified_ms) for f in files]
+    return spark.createDataFrame(rows, LISTING + ", source_kind string, modified_ms long")
+
+
+def rejected_errors(spark: SparkSession, rejected: list[Rejected], run_id: str, now) -> DataFrame:
+    """Quarantine rows (INGEST_ERRORS) for inputs that were listed but cannot be ingested."""
+    rows = [(r.uri, r.kind, r.reason) for r in rejected]
+    frame = spark.createDataFrame(rows, "source_uri string, kind string, reason string")
+    return frame.select(
+        F.sha2(F.concat_ws("\u001f", "source_uri", F.lit(""), "kind", "reason"), 256).substr(1, 24).alias("error_id"),
+        F.lit("ingest").alias("stage"), "source_uri", F.lit(None).cast("string").alias("location"), "kind", "reason",
+        F.lit(run_id).alias("run_id"), now.alias("recorded_at"))
+
+
+def _count_lines(splits: list[tuple]):
+    """mapInPandas body over spark.range ids: (path, split_index, lines) of the JSONL splits with those
+    ids; the descriptors travel in the closure (Connect has no parallelize)."""
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in batches:
+            counted = [count_split_lines(splits[int(i)]) for i in frame["id"]]
+            yield pd.DataFrame(counted, columns=["path", "split_index", "lines"])
+    return run
 
 
 def plan_input_splits(spark: SparkSession, files: list[tuple[str, str, int]], split_bytes: int) -> list[Split]:
@@ -189,10 +191,22 @@ def plan_input_splits(spark: SparkSession, files: list[tuple[str, str, int]], sp
     splits = [s for path, kind, size in files for s in plan_splits(path, kind, size, split_bytes)]
     jsonl = [tuple(s) for s in splits if s.kind == "obelics_jsonl" and s.count > 1]
     if jsonl:
-        slices = max(1, min(len(jsonl), spark.sparkContext.defaultParallelism * 2))
-        counted = spark.sparkContext.parallelize(jsonl, slices).map(count_split_lines).collect()
-        splits = with_first_rows(splits, {(path, index): n for path, index, n in counted})
+        slices = max(1, min(len(jsonl), parallelism(spark) * 2))
+        counted = (spark.range(0, len(jsonl), 1, slices)
+                   .mapInPandas(_count_lines(jsonl), "path string, split_index int, lines long").collect())
+        splits = with_first_rows(splits, {(r.path, r.split_index): r.lines for r in counted})
     return splits
+
+
+def _task_splits(tasks: list[list[tuple]]):
+    """mapInPandas body over spark.range(n, numPartitions=n): task id -> its split descriptors (SPLITS)."""
+    names = [f.name for f in SPLITS.fields]
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in batches:
+            rows = [split for i in frame["id"] for split in tasks[int(i)]]
+            yield pd.DataFrame(rows, columns=names)
+    return run
 
 
 def split_frame(spark: SparkSession, splits: list[Split], split_bytes: int) -> tuple[DataFrame, int]:
@@ -201,14 +215,14 @@ def split_frame(spark: SparkSession, splits: list[Split], split_bytes: int) -> t
     A task reads at most about `split_bytes`: every split of a large file is a task of its own, and
     small files are packed together as Spark packs file partitions, up to
     min(split_bytes, max(open cost, total / parallelism)) with each file costing at least the open
-    cost (4 MiB, or split_bytes when smaller), so that a small input still uses every core."""
-    parallelism = spark.sparkContext.defaultParallelism
+    cost (4 MiB, or split_bytes when smaller), so that a small input still uses every core.
+    `spark.range(n, numPartitions=n)` puts exactly one task id in each partition; the descriptors
+    travel in the closure (no parallelize under Spark Connect)."""
     open_cost = min(OPEN_COST_BYTES, split_bytes)
     total = sum(max(s.length, open_cost) for s in splits)
-    target = min(split_bytes, max(open_cost, total // max(1, parallelism)))
+    target = min(split_bytes, max(open_cost, total // max(1, parallelism(spark))))
     tasks = [[tuple(s) for s in task] for task in pack_splits(splits, target, open_cost)]
-    rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(lambda task: task)
-    return spark.createDataFrame(rdd, SPLITS), len(tasks)
+    return spark.range(0, len(tasks), 1, len(tasks)).mapInPandas(_task_splits(tasks), SPLITS), len(tasks)
 
 
 _MERGE_PARTS = """
@@ -241,7 +255,14 @@ def merged_documents(parsed: DataFrame) -> DataFrame:
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     lake = Lake(spark, cfg.lake)
     with stage_run(lake, cfg, run_id, "ingest") as stage:
-        files = list_input_files(spark, cfg.ingest.input_paths).cache()
+        scan = scan_inputs(cfg.ingest.input_paths)
+        now = F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp")
+        # Listed but not ingestable (unsupported suffix, unreadable entry): quarantined, never silent.
+        for kind in sorted({r.kind for r in scan.rejected}):
+            stage.count(f"files_{kind}", sum(r.kind == kind for r in scan.rejected))
+        if scan.rejected:
+            lake.merge_insert(INGEST_ERRORS, rejected_errors(spark, scan.rejected, run_id, now))
+        files = listing_frame(spark, scan.files).cache()
         seen = lake.read(INGESTED_SOURCES).select("source_uri", "size_bytes", "modified_ms")
         new_files = (files.join(seen, (files.path == seen.source_uri) & (files.length == seen.size_bytes)
                                 & (files.modified_ms == seen.modified_ms), "left_anti").cache())
@@ -260,7 +281,6 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         stage.count("tasks", tasks)
         parsed = (split_rows.mapInPandas(parse_splits(cfg.ingest.html_base_url, cfg.ingest.max_document_bytes), PARSED)
                   .persist(StorageLevel.MEMORY_AND_DISK))
-        now = F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp")
 
         docs = merged_documents(parsed).withColumn("run_id", F.lit(run_id)).withColumn("ingested_at", now)
         lake.merge_insert(DOCUMENTS, docs)

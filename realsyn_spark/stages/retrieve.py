@@ -1,7 +1,9 @@
 """Stage 4: hierarchical retrieval of realistic sentences for every kept image.
 
 1. Coarse: spherical k-means centroids over a sample of sentence embeddings (driver, FAISS),
-   versioned by the exact set of sentences and the model, stored in Delta and broadcast.
+   versioned by the exact set of sentences and the model, stored in Delta and shipped to the tasks in
+   the UDF closure (or, when large, as a file read once per Python worker: no broadcast variables,
+   which Spark Connect lacks).
    Default cluster count: n / max(sentences_per_cluster, sqrt(n)) (sub-quadratic total cost).
 2. Every sentence is assigned to its nearest centroid; every image probes its `n_probe` nearest.
 3. Fine: images and sentences are co-partitioned by (cluster, chunk) (cogroup + applyInArrow); a
@@ -15,6 +17,7 @@ would produce).
 """
 from __future__ import annotations
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -25,10 +28,12 @@ from realsyn_spark.clustering import (chunk_plan, content_fingerprint, kmeans_sa
 from realsyn_spark.config import RealSynConfig, RetrievalConfig
 from realsyn_spark.ids import stable_id
 from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.sparkutil import input_partitions, ship
 from realsyn_spark.stages.embed import current_model_id
 from realsyn_spark.tables import IMAGE_EMBEDDINGS, IMAGES, RETRIEVALS, SENTENCE_EMBEDDINGS, SENTENCES, Lake
 from udfs.retrieval import (ASSIGNED_SENTENCES, CHUNK_MATCHES, PROBED_IMAGES, SearchStats, assign_sentences,
                             probe_images, search_chunk)
+from udfs.shipped import InClosure
 
 ASSIGNED = "{id} string, cluster_id int, probe_rank int, embedding array<float>"
 
@@ -52,37 +57,62 @@ def plan_chunks(sentences: DataFrame, n_sentences: int, centroids: np.ndarray, c
         size = kmeans_sample_size(cfg.kmeans_sample_size, len(centroids))
         sample = sample_vectors(sentences, n_sentences, size, cfg.seed + 1, "sentence_id")
     return chunk_plan(sample, centroids, n_sentences, cfg.max_vectors_per_task,
-                      input_tasks=sentences.rdd.getNumPartitions())
+                      input_tasks=input_partitions(sentences))
 
 
-def hierarchical_search(spark: SparkSession, images: DataFrame, sentences: DataFrame, centroids,
-                        cfg: RetrievalConfig, chunks: np.ndarray | None = None, stats=None) -> DataFrame:
-    """(image_id, rank, sentence_id, score, cluster_id) for the top_k sentences of every image.
+def chunk_matches(spark: SparkSession, images: DataFrame, sentences: DataFrame, centroids,
+                  cfg: RetrievalConfig, chunks: np.ndarray | None = None, stats_rows: bool = False,
+                  ship_to: tuple[str, int] | None = None) -> DataFrame:
+    """CHUNK_MATCHES of every (cluster, chunk) group, with one stats row per group when `stats_rows`.
 
-    Sentences go to their nearest centroid and images to their n_probe nearest; a cluster split into
-    chunks (see `plan_chunks`, computed here when not given) gets each image once per chunk. Each
-    (cluster, chunk) is an exact top-k in one task; the lists are merged per image. `stats`, an
-    accumulator made with `SearchStats()`, receives the largest number of sentences one task held and
-    the number of fine-search dot products.
-    """
+    The centroids and the chunk plan reach the tasks in the UDF closure, or, above `ship_to`'s
+    closure_max_bytes, as a file under its lake root read once per Python worker (`sparkutil.ship`)."""
     centroids = np.ascontiguousarray(centroids, dtype=np.float32)
     if chunks is None:
         chunks = plan_chunks(sentences, sentences.count(), centroids, cfg)
-    sc = spark.sparkContext
-    centroids_bc, chunks_bc = sc.broadcast(centroids), sc.broadcast(np.asarray(chunks, np.int32))
+    root, closure_max = ship_to or ("", 1 << 62)
+    centroids_bc = ship(centroids, root, closure_max, "retrieval-centroids")
+    chunks_bc = InClosure(np.asarray(chunks, np.int32))   # k int32: always small
     n_probe = min(cfg.n_probe, len(centroids))
     sentence_groups = sentences.select("sentence_id", "embedding").mapInArrow(
         assign_sentences(centroids_bc, chunks_bc), ASSIGNED_SENTENCES)
     image_groups = images.select("image_id", "embedding").mapInArrow(
         probe_images(centroids_bc, chunks_bc, n_probe), PROBED_IMAGES)
-    matches = (image_groups.groupBy("cluster_id", "chunk")
-               .cogroup(sentence_groups.groupBy("cluster_id", "chunk"))
-               .applyInArrow(search_chunk(cfg.top_k, cfg.min_score, centroids.shape[1], stats, cfg.device),
-                             CHUNK_MATCHES))
+    return (image_groups.groupBy("cluster_id", "chunk")
+            .cogroup(sentence_groups.groupBy("cluster_id", "chunk"))
+            .applyInArrow(search_chunk(cfg.top_k, cfg.min_score, centroids.shape[1], stats_rows, cfg.device),
+                          CHUNK_MATCHES))
+
+
+def best_matches(matches: DataFrame, top_k: int) -> DataFrame:
+    """(image_id, rank, sentence_id, score, cluster_id): the per-group lists merged per image."""
     best_first = Window.partitionBy("image_id").orderBy(F.desc("score"), "sentence_id")
-    return (matches.drop("group_sentences").withColumn("rank", F.row_number().over(best_first))
-            .where(F.col("rank") <= cfg.top_k)
+    return (matches.where(F.col("image_id").isNotNull()).drop("group_sentences", "group_images")
+            .withColumn("rank", F.row_number().over(best_first))
+            .where(F.col("rank") <= top_k)
             .select("image_id", F.col("rank").cast("int"), "sentence_id", "score", "cluster_id"))
+
+
+def hierarchical_search(spark: SparkSession, images: DataFrame, sentences: DataFrame, centroids,
+                        cfg: RetrievalConfig, chunks: np.ndarray | None = None,
+                        ship_to: tuple[str, int] | None = None) -> DataFrame:
+    """(image_id, rank, sentence_id, score, cluster_id) for the top_k sentences of every image.
+
+    Sentences go to their nearest centroid and images to their n_probe nearest; a cluster split into
+    chunks (see `plan_chunks`, computed here when not given) gets each image once per chunk. Each
+    (cluster, chunk) is an exact top-k in one task; the lists are merged per image.
+    """
+    return best_matches(chunk_matches(spark, images, sentences, centroids, cfg, chunks, ship_to=ship_to), cfg.top_k)
+
+
+def search_with_stats(spark: SparkSession, images: DataFrame, sentences: DataFrame, centroids,
+                      cfg: RetrievalConfig, chunks: np.ndarray | None = None,
+                      ship_to: tuple[str, int] | None = None) -> tuple[DataFrame, dict, DataFrame]:
+    """`hierarchical_search` plus its `SearchStats`, computed from the groups' stats rows of one
+    materialised search (the caller unpersists the third value once the result is written)."""
+    matches = chunk_matches(spark, images, sentences, centroids, cfg, chunks, True, ship_to).persist(
+        StorageLevel.MEMORY_AND_DISK)
+    return best_matches(matches, cfg.top_k), SearchStats.of(matches), matches
 
 
 def centroid_version(model_id: str, fingerprint: tuple[int, int], cfg: RetrievalConfig) -> str:
@@ -120,9 +150,9 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         todo = todo.cache()
         stage.rows_in = todo.count()
         chunks = plan_chunks(sentences, n_sentences, centroids, rcfg, sample)
-        stats = spark.sparkContext.accumulator(SearchStats.empty(), SearchStats())
-        result = (hierarchical_search(spark, todo, sentences, centroids, rcfg, chunks=chunks, stats=stats)
-                  .withColumn("centroid_version", F.lit(version)).withColumn("run_id", F.lit(run_id)))
+        found, stats, matches = search_with_stats(spark, todo, sentences, centroids, rcfg, chunks=chunks,
+                                                  ship_to=(lake.root, cfg.spark.closure_max_bytes))
+        result = found.withColumn("centroid_version", F.lit(version)).withColumn("run_id", F.lit(run_id))
         if full_recompute:
             lake.overwrite(RETRIEVALS, result)
         else:
@@ -131,8 +161,9 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         stage.count("sentences", n_sentences)
         stage.count("full_recompute", int(full_recompute))
         stage.count("clusters_split", int((chunks > 1).sum()))
-        stage.count("max_sentences_per_task", int(stats.value["max_sentences"]))
-        stage.count("fine_dot_products", int(stats.value["pairs"]))
+        stage.count("max_sentences_per_task", stats["max_sentences"])
+        stage.count("fine_dot_products", stats["pairs"])
+        matches.unpersist()
         stage.rows_out = lake.read(RETRIEVALS).where(F.col("centroid_version") == version).count()
         todo.unpersist()
         sentences.unpersist()
