@@ -55,6 +55,11 @@ def local_session_builder(cfg: RealSynConfig, master: str | None = None) -> Spar
     return SparkSession.builder.master(master or cfg.spark.local_master).appName(cfg.spark.app_name).config(map=options)
 
 
+def on_databricks() -> bool:
+    # Every Databricks runtime, serverless included, sets this for the Python process it starts.
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
 def active_session() -> SparkSession | None:
     """The running session, Classic or Connect. SparkSession.getActiveSession only looks for a Connect
     session once the process is in Connect mode (SPARK_CONNECT_MODE_ENABLED), so ask the Connect
@@ -86,7 +91,9 @@ def get_spark(cfg: RealSynConfig) -> SparkSession:
     url = connect_url(cfg)
     if url:
         return connect_session_builder(cfg, url).getOrCreate()
-    if launched_by_spark_submit():
+    if launched_by_spark_submit() or on_databricks():
+        # The cluster's own session (a Databricks wheel task on serverless is a Connect session; on a job
+        # cluster a Classic one): its settings are left alone.
         return SparkSession.builder.appName(cfg.spark.app_name).getOrCreate()
     spark = local_session_builder(cfg).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")  # the embedded default is Classic by construction
