@@ -121,7 +121,7 @@ def clean(text: str) -> str:
 class TemplateGenerator:
     name = "template:v1"
 
-    def complete(self, prompts: Sequence[str]) -> list[Completion]:
+    def complete(self, prompts: Sequence[str], attempt: int = 0) -> list[Completion]:
         raise TypeError("the template backend fuses fields, it takes no prompts (use fuse)")
 
     @staticmethod
@@ -133,6 +133,16 @@ class TemplateGenerator:
         if missing:
             text += ", with " + ", ".join(missing)
         return text[:1].upper() + text[1:] + "."
+
+
+RETRY_TEMPERATURE = 0.7
+
+
+def temperature_for(cfg, attempt: int) -> tuple[float, float]:
+    """(temperature, top_p) of an attempt: a retry after a bad output samples (greedy would repeat it)."""
+    if attempt == 0:
+        return cfg.temperature, cfg.top_p
+    return max(cfg.temperature, RETRY_TEMPERATURE), min(cfg.top_p, 0.95)
 
 
 def _messages(cfg, prompt: str) -> list[dict]:
@@ -179,24 +189,25 @@ class TransformersGenerator:
                                                       add_generation_prompt=True)
         return prompt + "\nMerged caption:"
 
-    def complete(self, prompts: Sequence[str]) -> list[Completion]:
+    def complete(self, prompts: Sequence[str], attempt: int = 0) -> list[Completion]:
         out: list[Completion] = []
         for start in range(0, len(prompts), self.cfg.batch_size):
-            out += self._batch(prompts[start:start + self.cfg.batch_size])
+            out += self._batch(prompts[start:start + self.cfg.batch_size], attempt)
         return out
 
-    def _batch(self, prompts: Sequence[str]) -> list[Completion]:
+    def _batch(self, prompts: Sequence[str], attempt: int) -> list[Completion]:
         import torch
 
         enc = self.tokenizer([self._text(p) for p in prompts], return_tensors="pt", padding=True,
                              add_special_tokens=False).to(self.device)
-        sample = self.cfg.temperature > 0
+        temperature, top_p = temperature_for(self.cfg, attempt)
+        sample = temperature > 0
         if sample:
-            torch.manual_seed(self.cfg.seed)
+            torch.manual_seed(self.cfg.seed + attempt)
         with torch.inference_mode():
             generated = self.model.generate(
                 **enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=sample,
-                temperature=self.cfg.temperature if sample else None, top_p=self.cfg.top_p if sample else None,
+                temperature=temperature if sample else None, top_p=top_p if sample else None,
                 top_k=None, pad_token_id=self.tokenizer.pad_token_id)
         new = generated[:, enc["input_ids"].shape[1]:].cpu()
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
@@ -239,13 +250,13 @@ class OpenAIGenerator:
         self.requests_sent = 0
         self._lock = threading.Lock()
 
-    def _body(self, prompt: str) -> dict:
-        body = {"model": self.cfg.model, "messages": _messages(self.cfg, prompt),
-                "max_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature,
-                "top_p": self.cfg.top_p, "seed": self.cfg.seed}
-        return body
+    def _body(self, prompt: str, attempt: int) -> dict:
+        temperature, top_p = temperature_for(self.cfg, attempt)
+        return {"model": self.cfg.model, "messages": _messages(self.cfg, prompt),
+                "max_tokens": self.cfg.max_new_tokens, "temperature": temperature, "top_p": top_p,
+                "seed": self.cfg.seed + attempt}
 
-    def _one(self, prompt: str) -> Completion:
+    def _one(self, prompt: str, bad_output_attempt: int = 0) -> Completion:
         import httpx
 
         error = "no attempt"
@@ -255,7 +266,7 @@ class OpenAIGenerator:
             with self._lock:
                 self.requests_sent += 1
             try:
-                r = self.client.post("/chat/completions", json=self._body(prompt))
+                r = self.client.post("/chat/completions", json=self._body(prompt, bad_output_attempt))
             except httpx.TransportError as exc:          # timeouts, refused connections
                 error = type(exc).__name__
                 continue
@@ -270,9 +281,9 @@ class OpenAIGenerator:
                               int(usage.get("completion_tokens") or 0))
         return Completion("", "error", 0, error)
 
-    def complete(self, prompts: Sequence[str]) -> list[Completion]:
+    def complete(self, prompts: Sequence[str], attempt: int = 0) -> list[Completion]:
         with ThreadPoolExecutor(self.cfg.concurrency_per_task) as pool:
-            return list(pool.map(self._one, prompts))
+            return list(pool.map(lambda p: self._one(p, attempt), prompts))
 
 
 class VLLMGenerator:
@@ -294,11 +305,15 @@ class VLLMGenerator:
         self.llm = LLM(model=os.path.join(path, gguf) if gguf else path, tensor_parallel_size=cfg.tensor_parallel_size,
                        max_model_len=cfg.max_model_len, gpu_memory_utilization=cfg.gpu_memory_utilization,
                        dtype=cfg.dtype, seed=cfg.seed)
-        self.sampling = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                       top_p=cfg.top_p, seed=cfg.seed)
+        self._sampling_params = SamplingParams
 
-    def complete(self, prompts: Sequence[str]) -> list[Completion]:
-        results = self.llm.chat([_messages(self.cfg, p) for p in prompts], self.sampling, use_tqdm=False)
+    def sampling(self, attempt: int):
+        temperature, top_p = temperature_for(self.cfg, attempt)
+        return self._sampling_params(max_tokens=self.cfg.max_new_tokens, temperature=temperature, top_p=top_p,
+                                     seed=self.cfg.seed + attempt)
+
+    def complete(self, prompts: Sequence[str], attempt: int = 0) -> list[Completion]:
+        results = self.llm.chat([_messages(self.cfg, p) for p in prompts], self.sampling(attempt), use_tqdm=False)
         out = []
         for r in results:
             o = r.outputs[0]
@@ -335,7 +350,7 @@ def generate_checked(generator, prompts: Sequence[str], cfg) -> list[tuple[str |
     for round_ in range(cfg.retries_on_bad_output + 1):
         if not pending:
             break
-        completions = generator.complete([prompts[i] for i in pending])
+        completions = generator.complete([prompts[i] for i in pending], round_)
         retry = []
         for i, c in zip(pending, completions):
             attempts[i] += 1
@@ -358,9 +373,10 @@ def generate_texts(cfg):
     The whole partition is sent to the backend in one call (vLLM batches it continuously; the openai
     backend keeps `concurrency_per_task` requests in flight; transformers runs `batch_size` rows at a time)."""
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        frame = pd.concat(list(batches), ignore_index=True)
-        if frame.empty:
+        frames = [f for f in batches if not f.empty]
+        if not frames:
             return
+        frame = pd.concat(frames, ignore_index=True)
         generator = get_generator(cfg)
         rows = generate_checked(generator, list(frame["prompt"]), cfg)
         yield pd.DataFrame({"request_hash": frame["request_hash"].to_numpy(),

@@ -28,7 +28,8 @@ from udfs.clip_embed import load_clip
 from udfs.generate import (GENERATED_SCHEMA, PROMPT_TEMPLATE, TAG_PROMPTS, generate_texts, model_id,
                            sampling_params, template_texts, zero_shot_tags)
 
-EMPTY_TAGS = F.array().cast("array<string>")
+def empty_tags() -> F.Column:
+    return F.array().cast("array<string>")
 
 
 def tag_vocabulary(path: str | None) -> list[str]:
@@ -66,17 +67,17 @@ def request_hash_column(model: str, sampling: dict, prompt) -> F.Column:
                   256).substr(1, 32)
 
 
-def generation_requests(lake: Lake, cfg: RealSynConfig, clip_model_id: str) -> DataFrame:
+def generation_requests(lake: Lake, cfg: RealSynConfig) -> DataFrame:
     """(image_id, raw_text, caption, caption_source, tags, prompt) for every image with a top-1 retrieval."""
     top1 = (lake.read(RETRIEVALS).where("rank = 1").select("image_id", "sentence_id")
             .join(lake.read(SENTENCES).select("sentence_id", F.col("text").alias("raw_text")), "sentence_id"))
     alt = lake.read(IMAGES).select("image_id", F.nullif(F.trim("alt"), F.lit("")).alias("alt"))
     if cfg.generate.tags_per_image:
-        tagged = top1.join(image_tags(lake, cfg, clip_model_id), "image_id", "left")
+        tagged = top1.join(image_tags(lake, cfg, current_model_id(cfg.embed)), "image_id", "left")
     else:
-        tagged = top1.withColumn("tags", EMPTY_TAGS)
-    tagged = tagged.withColumn("tags", F.coalesce("tags", EMPTY_TAGS))
-    top_tag = F.element_at("tags", 1)
+        tagged = top1.withColumn("tags", empty_tags())
+    tagged = tagged.withColumn("tags", F.coalesce("tags", empty_tags()))
+    top_tag = F.try_element_at("tags", F.lit(1))
     caption = F.coalesce("alt", F.concat(F.lit("a photo showing a "), top_tag), F.lit(""))
     source = F.when(F.col("alt").isNotNull(), "alt").when(top_tag.isNotNull(), "tags").otherwise("none")
     template = spark_template(cfg.generate.prompt_template or PROMPT_TEMPLATE)
@@ -114,7 +115,7 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     lake = Lake(spark, cfg.lake)
     g = cfg.generate
     with stage_run(lake, cfg, run_id, "generate") as stage:
-        requests = with_request_hash(generation_requests(lake, cfg, current_model_id(cfg.embed)), g)
+        requests = with_request_hash(generation_requests(lake, cfg), g)
         existing = lake.read(SYNTHETIC_TEXTS).select("image_id", "request_hash")
         # An image whose request was answered but dropped by the checks is settled too: not asked again.
         dropped = lake.read(GENERATION_CACHE).where("drop_reason IS NOT NULL").select("request_hash")
