@@ -129,8 +129,10 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
             stage.count(f"captions_from_{source}", n)
         cache = lake.read(GENERATION_CACHE).select("request_hash")
         distinct = todo.dropDuplicates(["request_hash"])
-        fresh = distinct.join(cache, "request_hash", "left_anti")
-        n_fresh = fresh.count()
+        # Pinned before anything is sent: the budget split below must not move as the cache fills up.
+        pending = distinct.join(cache, "request_hash", "left_anti").persist()
+        fresh = pending
+        n_fresh = pending.count()
         stage.count("cache_hits", todo.count() - todo.join(fresh.select("request_hash"), "request_hash").count())
         over = None
         if g.max_requests_per_run is not None and n_fresh > g.max_requests_per_run and g.backend != "template":
@@ -159,6 +161,7 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         lake.upsert(SYNTHETIC_TEXTS, written)
         stage.rows_out = lake.read(SYNTHETIC_TEXTS).count()
         todo.unpersist()
+        pending.unpersist()
     return stage
 
 
