@@ -104,14 +104,13 @@ def send_in_chunks(lake: Lake, fresh: DataFrame, n_fresh: int, g: GenerateConfig
     sampling = json.dumps(sampling_params(g), sort_keys=True)
     for chunk in range(n_chunks):
         part = fresh.where(F.pmod(F.xxhash64("request_hash"), F.lit(n_chunks)) == chunk)
-        # Materialised once: an LLM call must not be repeated by the MERGE's two passes over its source.
+        # An append, not a MERGE: the rows are new by construction (anti-joined with the cache), and a MERGE
+        # evaluates its source more than once, i.e. would send every request twice (measured: it did,
+        # even with the source persisted). Spark's commit protocol keeps a retried task from adding rows twice.
         answered = (part.repartition(partitions, "request_hash").mapInPandas(body, GENERATED_SCHEMA)
                     .withColumn("model_id", F.lit(model_id(g))).withColumn("sampling", F.lit(sampling))
-                    .withColumn("run_id", F.lit(run_id)).withColumn("created_at", F.current_timestamp())
-                    .persist())
-        answered.count()
-        lake.merge_insert(GENERATION_CACHE, answered)
-        answered.unpersist()
+                    .withColumn("run_id", F.lit(run_id)).withColumn("created_at", F.current_timestamp()))
+        lake.append(GENERATION_CACHE, answered)
 
 
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
@@ -152,7 +151,9 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
             send_in_chunks(lake, over_fresh, over_fresh.count(), t, partitions, run_id)
             answered.append(over_todo.select("image_id", "request_hash", "caption", "tags", "generator"))
         record_counters(stage, lake, run_id)
-        results = lake.read(GENERATION_CACHE).select("request_hash", "syn_text", "drop_reason")
+        # Two concurrent runs could both append one request: the first answer counts.
+        results = lake.read(GENERATION_CACHE).select("request_hash", "syn_text", "drop_reason") \
+            .dropDuplicates(["request_hash"])
         rows = answered[0]
         for extra in answered[1:]:
             rows = rows.join(extra.select("image_id"), "image_id", "left_anti").unionByName(extra)
