@@ -183,7 +183,6 @@ class GenerateConfig(_Section):
     torch_threads: Optional[int] = Field(None, ge=1)
     commit_batch_size: int = Field(2000, ge=1)
     max_requests_per_run: Optional[int] = Field(None, ge=0)
-    over_budget: Literal["defer", "template"] = "defer"
     retries_on_bad_output: int = Field(1, ge=0)
     max_output_words: int = Field(120, ge=1)
     # openai backend

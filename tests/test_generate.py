@@ -173,7 +173,7 @@ def test_budget_defers_the_rest_and_the_next_run_continues(spark, server, tmp_pa
     monkeypatch.setenv("REALSYN_TEST_KEY", KEY)
     overrides = [f"lake.root={tmp_path}", "generate.backend=openai", f"generate.base_url={server}",
                  "generate.api_key_env=REALSYN_TEST_KEY", "generate.tags_per_image=0",
-                 "generate.max_requests_per_run=2", "generate.over_budget=template", "spark.shuffle_partitions=2"]
+                 "generate.max_requests_per_run=2", "spark.shuffle_partitions=2"]
     cfg = load_config(overrides=overrides)
     lake = Lake(spark, cfg.lake)
     texts = [t for t in SENTENCE_TEXTS if "REFUSE" not in t and "FLAKY" not in t]
@@ -181,11 +181,9 @@ def test_budget_defers_the_rest_and_the_next_run_continues(spark, server, tmp_pa
     FakeOpenAI.log.clear()
     generate.run(spark, cfg, "b1")
     rows = lake.read(SYNTHETIC_TEXTS).collect()
-    assert len(rows) == 3 and sorted(r.generator for r in rows) == ["openai:" + cfg.generate.model] * 2 + ["template:v1"]
-    assert len(FakeOpenAI.log) == 2
-    generate.run(spark, cfg, "b2")                                   # the template row gets its model answer
-    assert len(FakeOpenAI.log) == 3
-    assert {r.generator for r in lake.read(SYNTHETIC_TEXTS).collect()} == {"openai:" + cfg.generate.model}
+    assert len(rows) == 2 and len(FakeOpenAI.log) == 2
+    generate.run(spark, cfg, "b2")                                   # the deferred request is sent now
+    assert len(FakeOpenAI.log) == 3 and lake.read(SYNTHETIC_TEXTS).count() == 3
 
 
 # ------------------------------------------------------------------------------------ transformers backend
@@ -339,7 +337,7 @@ def test_vllm_adapter_against_engine_stand_in(tmp_path, monkeypatch):
     assert engine.kwargs == dict(tensor_parallel_size=1, dtype="auto", gpu_memory_utilization=0.5,
                                  max_model_len=2048, seed=0)
     assert engine.calls[0][0] == 3                     # the whole partition in one chat() call
-    assert out["syn_text"].tolist() == ["A baker pulls bread from the oven.", None, "Two climbers rest on a ridge."]
+    assert [t if isinstance(t, str) else None for t in out["syn_text"]] == ["A baker pulls bread from the oven.", None, "Two climbers rest on a ridge."]
     assert out["drop_reason"].tolist() == [None, "truncated", None]
     assert engine.calls[1][0] == 1 and engine.calls[1][1].temperature > 0   # the retry samples
     get_generator(cfg)                                                       # cached: no second engine

@@ -143,13 +143,6 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         partitions = cfg.spark.shuffle_partitions
         send_in_chunks(lake, fresh, n_fresh, g, partitions, run_id)
         answered = [todo.select("image_id", "request_hash", "caption", "tags", "generator")]
-        if over is not None and g.over_budget == "template":
-            t = GenerateConfig(backend="template")
-            over_todo = with_request_hash(todo.join(over.select("request_hash"), "request_hash")
-                                          .drop("request_hash", "generator"), t)
-            over_fresh = over_todo.dropDuplicates(["request_hash"]).join(cache, "request_hash", "left_anti")
-            send_in_chunks(lake, over_fresh, over_fresh.count(), t, partitions, run_id)
-            answered.append(over_todo.select("image_id", "request_hash", "caption", "tags", "generator"))
         record_counters(stage, lake, run_id)
         # Two concurrent runs could both append one request: the first answer counts.
         results = lake.read(GENERATION_CACHE).select("request_hash", "syn_text", "drop_reason") \
