@@ -133,11 +133,8 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         fresh = pending
         n_fresh = pending.count()
         stage.count("cache_hits", todo.count() - todo.join(fresh.select("request_hash"), "request_hash").count())
-        over = None
-        if g.max_requests_per_run is not None and n_fresh > g.max_requests_per_run and g.backend != "template":
-            ranked = fresh.orderBy("request_hash")
-            over = fresh.join(ranked.limit(g.max_requests_per_run).select("request_hash"), "request_hash", "left_anti")
-            fresh = ranked.limit(g.max_requests_per_run)
+        if g.max_requests_per_run is not None and n_fresh > g.max_requests_per_run:
+            fresh = fresh.orderBy("request_hash").limit(g.max_requests_per_run)
             stage.count("requests_over_budget", n_fresh - g.max_requests_per_run)
             n_fresh = g.max_requests_per_run
         partitions = cfg.spark.shuffle_partitions
