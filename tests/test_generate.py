@@ -338,7 +338,7 @@ def test_vllm_adapter_against_engine_stand_in(tmp_path, monkeypatch):
                                  max_model_len=2048, seed=0)
     assert engine.calls[0][0] == 3                     # the whole partition in one chat() call
     assert [t if isinstance(t, str) else None for t in out["syn_text"]] == ["A baker pulls bread from the oven.", None, "Two climbers rest on a ridge."]
-    assert out["drop_reason"].tolist() == [None, "truncated", None]
+    assert [r if isinstance(r, str) else None for r in out["drop_reason"]] == [None, "truncated", None]
     assert engine.calls[1][0] == 1 and engine.calls[1][1].temperature > 0   # the retry samples
     get_generator(cfg)                                                       # cached: no second engine
     assert len(vllm.ENGINES) == 1
