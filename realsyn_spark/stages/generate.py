@@ -1,13 +1,17 @@
-"""Stage 5: Image Semantic Augmented Generation.
+"""Stage 5: Image Semantic Augmented Generation (an LLM rewrites text1 with the caption and tags).
 
-For every image with retrievals: caption (alt text here; OFA in the paper), tags (zero-shot CLIP over a
-tag vocabulary; RAM++ in the paper) and the top retrieved sentence go into the paper's prompt; the
-configured backend writes `syn_text`. Every request is keyed by `request_hash` (generator + prompt):
-an image whose request is unchanged is skipped, and a request already answered for another image is
-copied, not generated again.
+For every image with retrievals: caption (alt text, else a phrase from the top tag; OFA in the paper), tags
+(prompt-ensembled zero-shot CLIP over a tag vocabulary; RAM++ in the paper) and the top retrieved sentence
+fill the paper's prompt; the configured backend writes `syn_text`. Every request is keyed by
+`request_hash` = hash(model id, sampling parameters, prompt) in the `generation_cache` table: a request
+found there is never sent again (rerun, retry after a crash, another image with the same prompt), and a
+changed prompt or model resends only the rows it changes. Answers are committed in chunks of at most
+`generate.commit_batch_size` requests, so a crash loses at most one chunk.
 """
 from __future__ import annotations
 
+import json
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -15,16 +19,17 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from realsyn_spark.config import RealSynConfig
+from realsyn_spark.config import GenerateConfig, RealSynConfig
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.sparkutil import parallelism, ship
 from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
 from realsyn_spark.stages.retrieve import kept_image_vectors
-from realsyn_spark.tables import IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
+from realsyn_spark.tables import GENERATION_CACHE, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
 from udfs.clip_embed import load_clip
-from udfs.generate import PROMPT_TEMPLATE, generate_texts, generator_name, zero_shot_tags
+from udfs.generate import (GENERATED_SCHEMA, PROMPT_TEMPLATE, TAG_PROMPTS, api_key, generate_texts, model_id,
+                           sampling_params, template_texts, zero_shot_tags)
 
-TAG_PROMPT = "a photo of a {}."
+def empty_tags() -> F.Column:
+    return F.array().cast("array<string>")
 
 
 def tag_vocabulary(path: str | None) -> list[str]:
@@ -33,60 +38,129 @@ def tag_vocabulary(path: str | None) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def image_tags(spark: SparkSession, lake: Lake, cfg: RealSynConfig, model_id: str) -> DataFrame:
+def tag_matrix(names: list[str], embed_cfg: dict) -> np.ndarray:
+    """Prompt ensembling (CLIP's zero-shot recipe): the mean of each tag's prompt embeddings, renormalised."""
+    bundle = load_clip(embed_cfg)
+    texts = [p.format(n) for n in names for p in TAG_PROMPTS]
+    vectors = bundle.embed_texts(texts, 256).reshape(len(names), len(TAG_PROMPTS), -1).mean(axis=1)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def image_tags(lake: Lake, cfg: RealSynConfig, clip_model_id: str) -> DataFrame:
     names = tag_vocabulary(cfg.generate.tag_vocabulary_path)
-    bundle = load_clip(resolve_embed_config(cfg.embed))
-    matrix = bundle.embed_texts([TAG_PROMPT.format(n) for n in names], 64)
-    tags_bc = ship((np.asarray(names), np.asarray(matrix)), lake.root, cfg.spark.closure_max_bytes, "tag-vectors")
-    return kept_image_vectors(lake, model_id).mapInPandas(
-        zero_shot_tags(tags_bc, cfg.generate.tags_per_image), "image_id string, tags array<string>")
+    matrix = tag_matrix(names, resolve_embed_config(cfg.embed))
+    return kept_image_vectors(lake, clip_model_id).mapInPandas(
+        zero_shot_tags(names, matrix, cfg.generate.tags_per_image, cfg.generate.tag_min_score),
+        "image_id string, tags array<string>")
 
 
-def generation_requests(spark: SparkSession, lake: Lake, cfg: RealSynConfig, model_id: str) -> DataFrame:
-    """(image_id, request_hash, raw_text, caption, tags) for every image that has a top-1 retrieval."""
+def spark_template(template: str) -> str:
+    """Python `str.format` template with {raw}/{caption}/{tags} -> Spark `format_string` pattern."""
+    pattern = template.replace("%", "%%").replace("{raw}", "%1$s").replace("{caption}", "%2$s") \
+        .replace("{tags}", "%3$s")
+    return pattern.replace("{{", "{").replace("}}", "}")
+
+
+def request_hash_column(model: str, sampling: dict, prompt) -> F.Column:
+    """Same formula as udfs.generate.request_hash."""
+    return F.sha2(F.concat_ws("\u001f", F.lit(model), F.lit(json.dumps(sampling, sort_keys=True)), prompt),
+                  256).substr(1, 32)
+
+
+def generation_requests(lake: Lake, cfg: RealSynConfig) -> DataFrame:
+    """(image_id, raw_text, caption, caption_source, tags, prompt) for every image with a top-1 retrieval."""
     top1 = (lake.read(RETRIEVALS).where("rank = 1").select("image_id", "sentence_id")
             .join(lake.read(SENTENCES).select("sentence_id", F.col("text").alias("raw_text")), "sentence_id"))
-    alt = lake.read(IMAGES).select("image_id", "alt")
+    alt = lake.read(IMAGES).select("image_id", F.nullif(F.trim("alt"), F.lit("")).alias("alt"))
     if cfg.generate.tags_per_image:
-        tagged = top1.join(image_tags(spark, lake, cfg, model_id), "image_id", "left")
+        tagged = top1.join(image_tags(lake, cfg, current_model_id(cfg.embed)), "image_id", "left")
     else:
-        tagged = top1.withColumn("tags", F.array().cast("array<string>"))
-    caption = F.coalesce(F.nullif(F.trim("alt"), F.lit("")),
-                         F.concat(F.lit("a photo showing "), F.coalesce(F.element_at("tags", 1), F.lit("a scene"))))
-    requests = tagged.join(alt, "image_id").withColumn("caption", caption)
-    generator = generator_name(cfg.generate.model_dump())
-    return requests.withColumn("request_hash", F.sha2(F.concat_ws(
-        "\u001f", F.lit(generator), F.lit(PROMPT_TEMPLATE), "raw_text", "caption",
-        F.array_join(F.coalesce("tags", F.array().cast("array<string>")), "|")), 256).substr(1, 32)) \
-        .select("image_id", "request_hash", "raw_text", "caption", "tags")
+        tagged = top1.withColumn("tags", empty_tags())
+    tagged = tagged.withColumn("tags", F.coalesce("tags", empty_tags()))
+    top_tag = F.try_element_at("tags", F.lit(1))
+    caption = F.coalesce("alt", F.concat(F.lit("a photo showing a "), top_tag), F.lit(""))
+    source = F.when(F.col("alt").isNotNull(), "alt").when(top_tag.isNotNull(), "tags").otherwise("none")
+    template = spark_template(cfg.generate.prompt_template or PROMPT_TEMPLATE)
+    return (tagged.join(alt, "image_id")
+            .withColumn("caption", caption).withColumn("caption_source", source)
+            .withColumn("prompt", F.format_string(template, "raw_text", "caption", F.array_join("tags", ", ")))
+            .select("image_id", "raw_text", "caption", "caption_source", "tags", "prompt"))
+
+
+def with_request_hash(requests: DataFrame, g: GenerateConfig) -> DataFrame:
+    return requests.withColumn("request_hash", request_hash_column(model_id(g), sampling_params(g), F.col("prompt"))) \
+        .withColumn("generator", F.lit(model_id(g)))
+
+
+def send_in_chunks(lake: Lake, fresh: DataFrame, n_fresh: int, g: GenerateConfig, partitions: int,
+                   run_id: str) -> None:
+    """Answer `fresh` (distinct request_hash, prompt, raw_text, caption, tags) chunk by chunk; each chunk is
+    one Delta commit to the cache, so a crash loses at most the chunk in flight."""
+    n_chunks = max(1, math.ceil(n_fresh / g.commit_batch_size))
+    # The API key is read where the job starts (env var or Databricks secret) and travels in the task
+    # closure, so executors need no copy of the environment; it is never logged or stored.
+    secret = api_key(g) if g.backend == "openai" else None
+    body = template_texts() if g.backend == "template" else generate_texts(g, secret)
+    sampling = json.dumps(sampling_params(g), sort_keys=True)
+    for chunk in range(n_chunks):
+        part = fresh.where(F.pmod(F.xxhash64("request_hash"), F.lit(n_chunks)) == chunk)
+        # An append, not a MERGE: the rows are new by construction (anti-joined with the cache), and a MERGE
+        # evaluates its source more than once, i.e. would send every request twice (measured: it did,
+        # even with the source persisted). Spark's commit protocol keeps a retried task from adding rows twice.
+        answered = (part.repartition(partitions, "request_hash").mapInPandas(body, GENERATED_SCHEMA)
+                    .withColumn("model_id", F.lit(model_id(g))).withColumn("sampling", F.lit(sampling))
+                    .withColumn("run_id", F.lit(run_id)).withColumn("created_at", F.current_timestamp()))
+        lake.append(GENERATION_CACHE, answered)
 
 
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     lake = Lake(spark, cfg.lake)
+    g = cfg.generate
     with stage_run(lake, cfg, run_id, "generate") as stage:
-        model_id = current_model_id(cfg.embed)
-        requests = generation_requests(spark, lake, cfg, model_id).cache()
-        existing = lake.read(SYNTHETIC_TEXTS).select("image_id", "request_hash", "syn_text")
-        todo = requests.join(existing.select("image_id", "request_hash"), ["image_id", "request_hash"], "left_anti").cache()
+        requests = with_request_hash(generation_requests(lake, cfg), g)
+        existing = lake.read(SYNTHETIC_TEXTS).select("image_id", "request_hash")
+        # An image whose request was answered but dropped by the checks is settled too: not asked again.
+        dropped = lake.read(GENERATION_CACHE).where("drop_reason IS NOT NULL").select("request_hash")
+        todo = (requests.join(existing, ["image_id", "request_hash"], "left_anti")
+                .join(dropped, "request_hash", "left_anti").persist())
         stage.rows_in = todo.count()
-        answered = existing.select("request_hash", "syn_text").dropDuplicates(["request_hash"])
-        reused = todo.join(answered, "request_hash")
-        fresh_requests = todo.join(answered.select("request_hash"), "request_hash", "left_anti") \
+        for source, n in todo.groupBy("caption_source").count().collect():
+            stage.count(f"captions_from_{source}", n)
+        cache = lake.read(GENERATION_CACHE).select("request_hash")
+        distinct = todo.dropDuplicates(["request_hash"])
+        # Pinned before anything is sent: the budget split below must not move as the cache fills up.
+        pending = distinct.join(cache, "request_hash", "left_anti").persist()
+        fresh = pending
+        n_fresh = pending.count()
+        stage.count("cache_hits", todo.count() - todo.join(fresh.select("request_hash"), "request_hash").count())
+        if g.max_requests_per_run is not None and n_fresh > g.max_requests_per_run:
+            fresh = fresh.orderBy("request_hash").limit(g.max_requests_per_run)
+            stage.count("requests_over_budget", n_fresh - g.max_requests_per_run)
+            n_fresh = g.max_requests_per_run
+        partitions = cfg.spark.shuffle_partitions
+        send_in_chunks(lake, fresh, n_fresh, g, partitions, run_id)
+        record_counters(stage, lake, run_id)
+        # Two concurrent runs could both append one request: the first answer counts.
+        results = lake.read(GENERATION_CACHE).select("request_hash", "syn_text", "drop_reason") \
             .dropDuplicates(["request_hash"])
-        n_fresh = fresh_requests.count()
-        generated = fresh_requests.repartition(parallelism(spark)).mapInPandas(
-            generate_texts(cfg.generate.model_dump()), "request_hash string, syn_text string")
-        # Materialised once: an LLM call must not be repeated by the MERGE's two passes over its source.
-        generated = generated.persist()
-        generated.count()
-        fresh = todo.join(generated, "request_hash")
-        rows = (reused.unionByName(fresh)
-                .withColumn("generator", F.lit(generator_name(cfg.generate.model_dump())))
-                .withColumn("run_id", F.lit(run_id)))
-        stage.count("requests_generated", n_fresh)
-        stage.count("images_served_from_cache", reused.count())  # before the write changes `existing`
-        lake.upsert(SYNTHETIC_TEXTS, rows)
+        written = (todo.select("image_id", "request_hash", "caption", "tags", "generator").join(results.where("drop_reason IS NULL"), "request_hash")
+                   .withColumn("run_id", F.lit(run_id)))
+        lake.upsert(SYNTHETIC_TEXTS, written)
         stage.rows_out = lake.read(SYNTHETIC_TEXTS).count()
-        for frame in (generated, todo, requests):
-            frame.unpersist()
+        todo.unpersist()
+        pending.unpersist()
     return stage
+
+
+def record_counters(stage: StageRun, lake: Lake, run_id: str) -> None:
+    """Requests sent, attempts, tokens and drops per reason of this run, aggregated from the cache rows."""
+    mine = lake.read(GENERATION_CACHE).where(F.col("run_id") == run_id)
+    totals = mine.agg(F.count("*").alias("n"), F.coalesce(F.sum("attempts"), F.lit(0)).alias("attempts"),
+                      F.coalesce(F.sum("completion_tokens"), F.lit(0)).alias("tokens")).collect()[0]
+    stage.count("requests_answered", totals.n)
+    stage.count("model_calls", totals.attempts)
+    stage.count("completion_tokens", totals.tokens)
+    for reason, n in mine.where("drop_reason IS NOT NULL").groupBy("drop_reason").count().collect():
+        stage.count(f"dropped:{reason}", n)
+    retried = mine.where("attempts > 1").count()
+    stage.count("retried_bad_output", retried)
