@@ -116,7 +116,7 @@ def test_drift_advises_retraining_for_new_images_far_from_the_centroids(spark, t
     both = _banded(spark, x).unionByName(_banded(spark, far, prefix="z"))
     balance.refresh(lake, both, version, coarse, CFG, "r2", stage)
     assert stage.counters["retrain_advised"] == 1
-    assert stage.counters["drift_far_share_ppm"] > 500_000
+    assert stage.counters["drift_far_share_ppm"] > CFG.drift_max_share * 1e6
 
 
 def test_fine_plan_is_proportional_and_dense():

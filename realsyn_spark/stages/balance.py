@@ -199,14 +199,17 @@ def refresh(lake: Lake, banded: DataFrame, version: str, coarse, cfg: BalanceCon
     if share > cfg.drift_max_share:
         print(f"balance: {share:.1%} of new images are farther from their centroid than the {cfg.drift_quantile:.0%}"
               f" quantile (cosine {threshold:.3f}) of the existing ones: set balance.retrain=true to re-cluster")
-    lake.merge_insert(BALANCED, new.drop("embedding").join(assigned, "image_id", "left")
-                      .withColumn("cluster_size", F.lit(None).cast("int"))
-                      .withColumn("cluster_rank", F.lit(None).cast("int"))
-                      .withColumn("centroid_version", F.lit(version)).withColumn("run_id", F.lit(run_id)))
+    rows = (new.drop("embedding").join(assigned, "image_id", "left")
+            .withColumn("centroid_version", F.lit(version)).withColumn("run_id", F.lit(run_id)))
+    # One MERGE: new rows inserted whole; old members of the clusters they joined get only their
+    # size and rank rewritten (and only where those changed), so old rows keep their run_id.
     touched = assigned.select("cluster_id").distinct()
-    members = lake.read(BALANCED).where("cluster_id IS NOT NULL").join(touched, "cluster_id", "left_semi")
-    lake.upsert(BALANCED, rank_in_clusters(members.drop("cluster_size", "cluster_rank"), cfg.seed),
-                update_columns=["cluster_size", "cluster_rank"])
+    old = (lake.read(BALANCED).where("cluster_id IS NOT NULL").join(touched, "cluster_id", "left_semi")
+           .drop("cluster_size", "cluster_rank"))
+    kept_rows = rank_in_clusters(old.unionByName(rows.where("cluster_id IS NOT NULL")), cfg.seed)
+    dropped = (rows.where("cluster_id IS NULL").withColumn("cluster_size", F.lit(None).cast("int"))
+               .withColumn("cluster_rank", F.lit(None).cast("int")))
+    lake.upsert(BALANCED, kept_rows.unionByName(dropped), update_columns=["cluster_size", "cluster_rank"])
     assigned.unpersist()
     new.unpersist()
 
