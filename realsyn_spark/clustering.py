@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from realsyn_spark.tables import CENTROIDS, Lake
+from udfs.balance_kmeans import spherical_kmeans
 from udfs.retrieval import arrow_vectors, exact_top_k, stack
 
 
@@ -84,19 +85,7 @@ def chunk_plan(sample: np.ndarray, centroids: np.ndarray, n_rows: int, max_vecto
 
 def train_kmeans(vectors: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
     """Spherical k-means (unit-norm centroids, inner-product assignment) on the sample."""
-    import faiss
-
-    k = max(1, min(k, len(vectors)))
-    if k == 1:
-        centroid = vectors.mean(axis=0, keepdims=True)
-    else:
-        # Every point is used: FAISS's default silently subsamples to 256 points per centroid.
-        kmeans = faiss.Kmeans(vectors.shape[1], k, niter=iterations, seed=seed, spherical=True,
-                              max_points_per_centroid=max(256, len(vectors) // k + 1), verbose=False)
-        kmeans.train(vectors)
-        centroid = kmeans.centroids
-    norms = np.linalg.norm(centroid, axis=1, keepdims=True)
-    return (centroid / np.maximum(norms, 1e-12)).astype(np.float32)
+    return spherical_kmeans(vectors, k, iterations, seed)
 
 
 def store_centroids(lake: Lake, version: str, purpose: str, centroids: np.ndarray, model_id: str) -> None:

@@ -11,7 +11,8 @@ from pyspark.sql import functions as F
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.runlog import StageRun, new_run_id
 from realsyn_spark.stages import balance, dedup, embed, export, extract, fetch, funnel, generate, ingest, retrieve
-from realsyn_spark.tables import (ALL_TABLES, BALANCED, CENTROIDS, DATASET, DOCUMENTS, FUNNEL, IMAGE_BLOBS,
+from realsyn_spark.tables import (ALL_TABLES, BALANCE_CENTROIDS, BALANCED, CENTROIDS, DATASET, DOCUMENTS, FUNNEL,
+                                  GENERATION_CACHE, IMAGE_BLOBS,
                                   IMAGE_EMBEDDINGS, IMAGE_HASHES, IMAGES, INGEST_ERRORS, INGESTED_SOURCES,
                                   RETRIEVALS, RUN_LOG, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCE_SCORES,
                                   SENTENCES, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, TableSpec, Lake)
@@ -44,9 +45,10 @@ DECLARATIONS: tuple[StageSpec, ...] = (
     StageSpec("funnel", funnel.run, (IMAGES, SENTENCES), (FUNNEL,)),
     StageSpec("retrieve", retrieve.run, (IMAGES, SENTENCES, IMAGE_EMBEDDINGS, SENTENCE_EMBEDDINGS),
               (CENTROIDS, RETRIEVALS)),
-    StageSpec("generate", generate.run, (RETRIEVALS, IMAGES, SENTENCES), (SYNTHETIC_TEXTS,)),
+    StageSpec("generate", generate.run, (RETRIEVALS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS),
+              (GENERATION_CACHE, SYNTHETIC_TEXTS)),
     StageSpec("balance", balance.run, (SYNTHETIC_TEXTS, IMAGES, IMAGE_EMBEDDINGS),
-              (SYNTHETIC_EMBEDDINGS, BALANCED, CENTROIDS)),
+              (SYNTHETIC_EMBEDDINGS, BALANCED, BALANCE_CENTROIDS)),
     StageSpec("export", export.run, (BALANCED, IMAGES, IMAGE_BLOBS, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS),
               (DATASET,)),
 )

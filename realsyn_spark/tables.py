@@ -119,8 +119,16 @@ SYNTHETIC_EMBEDDINGS = TableSpec("synthetic_embeddings", _schema(
 
 BALANCED = TableSpec("balanced", _schema(
     ("image_id", S, False), ("similarity", F, False), ("drop_reason", S, True), ("cluster_id", I, True),
-    ("cluster_size", I, True), ("cluster_rank", I, True), ("run_id", S, False),
-), ("image_id",), "image<->synthetic similarity band and cluster-capped sampling ranks")
+    ("cluster_size", I, True), ("cluster_rank", I, True), ("centroid_score", F, True),
+    ("centroid_version", S, True), ("run_id", S, False),
+), ("image_id",), "image<->synthetic similarity band, cluster assignment (cosine to its centroid) and "
+   "cluster-capped sampling ranks")
+
+BALANCE_CENTROIDS = TableSpec("balance_centroids", _schema(
+    ("version", S, False), ("level", S, False), ("cell", I, False), ("cluster_id", I, False),
+    ("centroid", T.ArrayType(F, True), False), ("model_id", S, False), ("created_at", TS, False),
+), ("version", "level", "cluster_id"), "two-level balance k-means: coarse cells (level coarse, cluster_id = "
+   "cell) and each cell's fine centroids (level fine, dense cluster_id over all cells)")
 
 DATASET = TableSpec("dataset", _schema(
     ("image_id", S, False), ("raw_image_url", S, False), ("image_bytes", B, True),
@@ -164,7 +172,7 @@ FUNNEL = TableSpec("funnel", _schema(
 
 ALL_TABLES = (DOCUMENTS, INGESTED_SOURCES, INGEST_ERRORS, IMAGE_BLOBS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS,
               SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, SYNTHETIC_TEXTS, GENERATION_CACHE, SYNTHETIC_EMBEDDINGS,
-              BALANCED, DATASET, RUN_LOG,
+              BALANCED, BALANCE_CENTROIDS, DATASET, RUN_LOG,
               IMAGE_HASHES, SENTENCE_SCORES, SEMANTIC_DUPLICATES, FUNNEL)
 
 

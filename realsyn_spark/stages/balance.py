@@ -2,33 +2,51 @@
 
 1. Similarity band: cosine between each image and its synthetic text (same CLIP space); pairs outside
    [similarity_min, similarity_max] are dropped (above: OCR-dominated images, below: mismatches).
-2. Spherical k-means over the surviving image embeddings (one cluster per ~168 images by default,
-   as 1M clusters for 168.3M pairs in the paper), every image assigned to its nearest centroid.
+2. Two-level spherical k-means over the surviving image embeddings, k = one cluster per ~168 images
+   (1M clusters for 168.3M pairs in the paper): k1 = sqrt(k) coarse cells trained on the driver over a
+   bounded sample; each cell's fine centroids (k_cell proportional to the cell's images, sum = k)
+   trained in executor tasks, one per cell, and written to Delta from there. Every image probes its
+   `coarse_probe` nearest cells and takes the nearest fine centroid inside them, in cogroup tasks that
+   meet a cell's images with only that cell's centroids: neither the driver nor any task holds the
+   whole centroid set (no broadcast).
 3. Inside each cluster images get a deterministic pseudo-random rank (hash of image id and seed), so a
    cap t keeps rank <= t: min(|c|, t) uniformly chosen members. Scales are nested (RealSyn15M is inside
    30M is inside 100M) and any cap is a cheap filter over the same table.
+
+Incremental: centroids are versioned in `balance_centroids` and frozen; a refresh assigns only images
+not yet in `balanced` and re-ranks only the clusters they joined (ranks are by hash, so the result is
+what a full assignment to the same centroids gives). `balance.retrain` trains a new version; the run
+log reports drift (share of new images far from their centroid) and advises when to retrain.
 """
 from __future__ import annotations
 
+import datetime as dt
+import math
+
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from realsyn_spark.clustering import auto_clusters, sample_vectors, store_centroids, train_kmeans
+from realsyn_spark.clustering import (HASH_BUCKETS, auto_clusters, content_fingerprint, sample_vectors,
+                                      train_kmeans)
 from realsyn_spark.config import BalanceConfig, RealSynConfig
 from realsyn_spark.ids import stable_id
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.sparkutil import arrow_batch_rows, parallelism, ship
+from realsyn_spark.sparkutil import arrow_batch_rows
 from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
 from realsyn_spark.stages.retrieve import kept_image_vectors
-from realsyn_spark.tables import BALANCED, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, Lake
+from realsyn_spark.tables import BALANCE_CENTROIDS, BALANCED, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, Lake
+from udfs.balance_kmeans import FINE_ASSIGNED, FINE_CENTROIDS, PROBED, assign_fine, probe_cells, train_cell
 from udfs.clip_embed import text_embedder
-from udfs.retrieval import nearest_centroids
+
+COARSE_POINTS_PER_CLUSTER = 256   # FAISS's own default cap per centroid
+ASSIGNED = "image_id string, cluster_id int, centroid_score float"
 
 
 def embed_new_synthetic_texts(spark: SparkSession, lake: Lake, cfg: RealSynConfig, model_id: str, run_id: str):
     texts = lake.read(SYNTHETIC_TEXTS).select("request_hash", F.col("syn_text").alias("text")).dropDuplicates(["request_hash"])
     done = lake.read(SYNTHETIC_EMBEDDINGS).where(F.col("model_id") == model_id).select("request_hash")
-    todo = texts.join(done, "request_hash", "left_anti").repartition(parallelism(spark))
+    todo = texts.join(done, "request_hash", "left_anti").repartition(cfg.spark.shuffle_partitions)
     with arrow_batch_rows(spark, cfg.embed.batch_size * 8):
         vectors = todo.mapInPandas(text_embedder(resolve_embed_config(cfg.embed), "request_hash"),
                                    "request_hash string, model_id string, embedding array<float>")
@@ -49,42 +67,184 @@ def similarity_band(lake: Lake, cfg: BalanceConfig, model_id: str) -> DataFrame:
             .select("image_id", "similarity", "drop_reason", F.col("image_vec").alias("embedding")))
 
 
-def cluster_and_rank(spark: SparkSession, lake: Lake, kept: DataFrame, cfg: BalanceConfig, model_id: str,
-                     closure_max_bytes: int = 64 << 20) -> DataFrame:
-    n_kept = kept.count()
-    if n_kept == 0:
-        return kept.select("image_id", F.lit(None).cast("int").alias("cluster_id"),
-                           F.lit(None).cast("int").alias("cluster_size"), F.lit(None).cast("int").alias("cluster_rank"))
+def coarse_clusters(k: int) -> int:
+    return max(1, int(round(math.sqrt(k))))
+
+
+def per_cell_lookup(values: dict[int, int | float], k1: int, default) -> F.Column:
+    """Column: the value for this row's `cell` (a k1-long literal array, k1 ~ sqrt(k): small)."""
+    return F.element_at(F.array(*[F.lit(values.get(c, default)) for c in range(k1)]), F.col("cell") + 1)
+
+
+def fine_plan(cell_counts: dict[int, int], k: int) -> tuple[dict[int, int], dict[int, int]]:
+    """(k_cell, first cluster_id) per cell: k_cell proportional to the cell's images, dense ids."""
+    n = max(1, sum(cell_counts.values()))
+    k_cell, offset, start = {}, {}, 0
+    for cell in sorted(cell_counts):
+        k_cell[cell] = int(max(1, min(cell_counts[cell], round(cell_counts[cell] * k / n))))
+        offset[cell], start = start, start + k_cell[cell]
+    return k_cell, offset
+
+
+def count_by_cell(probed: DataFrame) -> dict[int, int]:
+    return {int(r.cell): int(r["count"]) for r in probed.groupBy("cell").count().collect()}
+
+
+def train_two_level(spark: SparkSession, lake: Lake, kept: DataFrame, n_kept: int, cfg: BalanceConfig,
+                    model_id: str, version: str) -> np.ndarray:
+    """Train and store one centroid version; returns the coarse centroids (the fine stay in Delta)."""
     k = auto_clusters(n_kept, cfg.images_per_cluster, cfg.n_clusters)
-    centroids = train_kmeans(sample_vectors(kept, n_kept, cfg.kmeans_sample_size, cfg.seed, "image_id"), k,
-                             cfg.kmeans_iterations, cfg.seed)
-    store_centroids(lake, stable_id("balance", model_id, n_kept, k, cfg.seed, length=16), "balance", centroids, model_id)
-    centroids_bc = ship(centroids, lake.root, closure_max_bytes, "balance-centroids")
-    assigned = kept.select("image_id", "embedding").mapInPandas(
-        nearest_centroids(centroids_bc, 1, "image_id"),
-        "image_id string, cluster_id int, probe_rank int, embedding array<float>")
+    k1 = coarse_clusters(k)
+    size = min(cfg.kmeans_sample_size, COARSE_POINTS_PER_CLUSTER * k1)
+    coarse = train_kmeans(sample_vectors(kept, n_kept, size, cfg.seed, "image_id"), k1, cfg.kmeans_iterations,
+                          cfg.seed)
+    k1, dim = coarse.shape
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    lake.merge_insert(BALANCE_CENTROIDS, spark.createDataFrame(
+        [(version, "coarse", i, i, c.tolist(), model_id, now) for i, c in enumerate(coarse)], BALANCE_CENTROIDS.schema))
+    home = kept.select("image_id", "embedding").mapInArrow(probe_cells(coarse, 1), PROBED)
+    counts = count_by_cell(home)
+    k_cell, offset = fine_plan(counts, k)
+    fraction = {c: min(1.0, cfg.fine_points_per_cluster * k_cell[c] / counts[c]) for c in counts}
+    draw = F.pmod(F.xxhash64("image_id", F.lit(cfg.seed + 2)), F.lit(HASH_BUCKETS))
+    # fraction 1.0 -> threshold HASH_BUCKETS: every row of the cell is kept
+    sample = (home.where(draw < per_cell_lookup({c: int(f * HASH_BUCKETS) for c, f in fraction.items()}, k1, 0))
+              .withColumn("k_cell", per_cell_lookup(k_cell, k1, 1)).select("image_id", "cell", "k_cell", "vec"))
+    fine = sample.groupBy("cell").applyInArrow(train_cell(dim, cfg.kmeans_iterations, cfg.seed), FINE_CENTROIDS)
+    lake.merge_insert(BALANCE_CENTROIDS, fine.select(
+        F.lit(version).alias("version"), F.lit("fine").alias("level"), "cell",
+        (per_cell_lookup(offset, k1, 0) + F.col("fine")).alias("cluster_id"), "centroid",
+        F.lit(model_id).alias("model_id"), F.lit(now).alias("created_at")))
+    return coarse
+
+
+def centroids_of(lake: Lake, version: str, level: str) -> DataFrame:
+    return lake.read(BALANCE_CENTROIDS).where((F.col("version") == version) & (F.col("level") == level))
+
+
+def load_coarse(lake: Lake, version: str) -> np.ndarray:
+    table = centroids_of(lake, version, "coarse").orderBy("cluster_id").select("centroid").toArrow()
+    from udfs.retrieval import arrow_vectors
+    return arrow_vectors(table.column("centroid"))
+
+
+def latest_version(lake: Lake, model_id: str) -> str | None:
+    if not lake.exists(BALANCE_CENTROIDS):
+        return None
+    row = (lake.read(BALANCE_CENTROIDS).where((F.col("model_id") == model_id) & (F.col("level") == "coarse"))
+           .orderBy(F.desc("created_at"), "version").select("version").first())
+    return row.version if row else None
+
+
+def assign_images(lake: Lake, images: DataFrame, version: str, coarse: np.ndarray, cfg: BalanceConfig) -> DataFrame:
+    """(image_id, cluster_id, centroid_score): nearest fine centroid within the `coarse_probe` nearest cells.
+
+    Cells' images and fine centroids meet in cogroup tasks keyed by (cell, chunk); a cell with more probed
+    images than `max_images_per_task` is split into chunks by id hash, its centroids copied to each."""
+    k1, dim = coarse.shape
+    probed = images.select("image_id", "embedding").mapInArrow(probe_cells(coarse, cfg.coarse_probe), PROBED)
+    counts = count_by_cell(probed)
+    chunks = {c: int(math.ceil(n / cfg.max_images_per_task)) for c, n in counts.items()}
+    n_chunks = per_cell_lookup(chunks, k1, 1)
+    probed = probed.withColumn("chunk", F.pmod(F.xxhash64("image_id", F.lit(cfg.seed + 3)), n_chunks).cast("int"))
+    fine = (centroids_of(lake, version, "fine").select("cell", "cluster_id", "centroid")
+            .withColumn("chunk", F.explode(F.sequence(F.lit(0), n_chunks - 1))))
+    matched = (probed.groupBy("cell", "chunk").cogroup(fine.groupBy("cell", "chunk"))
+               .applyInArrow(assign_fine(dim), FINE_ASSIGNED))
+    best = matched.groupBy("image_id").agg(F.max(F.struct("score", "cluster_id")).alias("b"))
+    return best.select("image_id", F.col("b.cluster_id").alias("cluster_id"), F.col("b.score").alias("centroid_score"))
+
+
+def rank_in_clusters(assigned: DataFrame, seed: int) -> DataFrame:
     in_cluster = Window.partitionBy("cluster_id")
-    shuffled = in_cluster.orderBy(F.xxhash64("image_id", F.lit(cfg.seed)), "image_id")
-    return assigned.select("image_id", "cluster_id",
-                           F.count(F.lit(1)).over(in_cluster).cast("int").alias("cluster_size"),
+    shuffled = in_cluster.orderBy(F.xxhash64("image_id", F.lit(seed)), "image_id")
+    return assigned.select("*", F.count(F.lit(1)).over(in_cluster).cast("int").alias("cluster_size"),
                            F.row_number().over(shuffled).cast("int").alias("cluster_rank"))
+
+
+def centroid_version(model_id: str, fingerprint: tuple[int, int], cfg: BalanceConfig) -> str:
+    return stable_id("balance-two-level", model_id, fingerprint, cfg.n_clusters, cfg.images_per_cluster,
+                     cfg.kmeans_sample_size, cfg.kmeans_iterations, cfg.fine_points_per_cluster, cfg.seed, length=16)
+
+
+def drift(lake: Lake, version: str, new: DataFrame, cfg: BalanceConfig) -> tuple[float, float]:
+    """(threshold, share of new images below it): threshold = drift_quantile of the existing kept images'
+    cosine to their centroid, so on unchanged data about drift_quantile of new images fall below it."""
+    old = lake.read(BALANCED).where((F.col("centroid_version") == version) & F.col("centroid_score").isNotNull())
+    quantiles = old.approxQuantile("centroid_score", [cfg.drift_quantile], 0.001)
+    if not quantiles:
+        return float("nan"), 0.0
+    row = new.agg(F.count(F.lit(1)).alias("n"),
+                  F.sum((F.col("centroid_score") < quantiles[0]).cast("long")).alias("far")).first()
+    return quantiles[0], (row.far or 0) / max(1, row.n)
+
+
+def full_build(lake: Lake, banded: DataFrame, kept: DataFrame, version: str, coarse, cfg: BalanceConfig, run_id):
+    ranked = rank_in_clusters(assign_images(lake, kept, version, coarse, cfg), cfg.seed)
+    lake.overwrite(BALANCED, banded.drop("embedding").join(ranked, "image_id", "left")
+                   .withColumn("centroid_version", F.lit(version)).withColumn("run_id", F.lit(run_id)))
+
+
+def refresh(lake: Lake, banded: DataFrame, version: str, coarse, cfg: BalanceConfig, run_id, stage) -> None:
+    """Assign only images not yet in `balanced`, then re-rank the clusters they joined."""
+    new = banded.join(lake.read(BALANCED).select("image_id"), "image_id", "left_anti").cache()
+    stage.count("new_images", new.count())
+    if stage.counters["new_images"] == 0:
+        new.unpersist()
+        return
+    assigned = assign_images(lake, new.where("drop_reason IS NULL"), version, coarse, cfg).cache()
+    threshold, share = drift(lake, version, assigned, cfg)
+    stage.count("drift_far_share_ppm", int(round(share * 1e6)))
+    stage.count("retrain_advised", int(share > cfg.drift_max_share))
+    if share > cfg.drift_max_share:
+        print(f"balance: {share:.1%} of new images are farther from their centroid than the {cfg.drift_quantile:.0%}"
+              f" quantile (cosine {threshold:.3f}) of the existing ones: set balance.retrain=true to re-cluster")
+    rows = (new.drop("embedding").join(assigned, "image_id", "left")
+            .withColumn("centroid_version", F.lit(version)).withColumn("run_id", F.lit(run_id)))
+    # One MERGE: new rows inserted whole; old members of the clusters they joined get only their
+    # size and rank rewritten (and only where those changed), so old rows keep their run_id.
+    touched = assigned.select("cluster_id").distinct()
+    old = (lake.read(BALANCED).where("cluster_id IS NOT NULL").join(touched, "cluster_id", "left_semi")
+           .drop("cluster_size", "cluster_rank"))
+    kept_rows = rank_in_clusters(old.unionByName(rows.where("cluster_id IS NOT NULL")), cfg.seed)
+    dropped = (rows.where("cluster_id IS NULL").withColumn("cluster_size", F.lit(None).cast("int"))
+               .withColumn("cluster_rank", F.lit(None).cast("int")))
+    lake.upsert(BALANCED, kept_rows.unionByName(dropped), update_columns=["cluster_size", "cluster_rank"])
+    assigned.unpersist()
+    new.unpersist()
 
 
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     lake = Lake(spark, cfg.lake)
+    bcfg = cfg.balance
     with stage_run(lake, cfg, run_id, "balance") as stage:
         model_id = current_model_id(cfg.embed)
         embed_new_synthetic_texts(spark, lake, cfg, model_id, run_id)
-        banded = similarity_band(lake, cfg.balance, model_id).cache()
+        banded = similarity_band(lake, bcfg, model_id).cache()
         kept = banded.where("drop_reason IS NULL")
-        ranks = cluster_and_rank(spark, lake, kept, cfg.balance, model_id, cfg.spark.closure_max_bytes)
-        result = (banded.drop("embedding").join(ranks, "image_id", "left").withColumn("run_id", F.lit(run_id)))
-        lake.overwrite(BALANCED, result)
+        version = None if bcfg.retrain else latest_version(lake, model_id)
+        fingerprint = content_fingerprint(kept, "image_id")
+        if version is None and fingerprint[0] > 0:
+            version = centroid_version(model_id, fingerprint, bcfg)
+            stored = lake.exists(BALANCE_CENTROIDS) and centroids_of(lake, version, "coarse").limit(1).count() > 0
+            coarse = load_coarse(lake, version) if stored else train_two_level(
+                spark, lake, kept, fingerprint[0], bcfg, model_id, version)
+            stage.count("trained", int(not stored))
+            full_build(lake, banded, kept, version, coarse, bcfg, run_id)
+        elif version is None:
+            lake.overwrite(BALANCED, banded.drop("embedding").select(
+                "*", *[F.lit(None).cast(t).alias(c) for c, t in (("cluster_id", "int"), ("cluster_size", "int"),
+                       ("cluster_rank", "int"), ("centroid_score", "float"), ("centroid_version", "string"))])
+                .withColumn("run_id", F.lit(run_id)))
+        elif not lake.exists(BALANCED) or lake.read(BALANCED).where(F.col("centroid_version") == version).limit(1).count() == 0:
+            full_build(lake, banded, kept, version, load_coarse(lake, version), bcfg, run_id)
+        else:
+            refresh(lake, banded, version, load_coarse(lake, version), bcfg, run_id, stage)
         balanced = lake.read(BALANCED)
         stage.rows_in = balanced.count()
         for row in balanced.groupBy("drop_reason").count().collect():
             stage.count(row.drop_reason or "kept", row["count"])
-        for cap in cfg.balance.caps:
+        for cap in bcfg.caps:
             stage.count(f"scale_cap_{cap}", balanced.where(F.col("cluster_rank") <= cap).count())
         stage.count("clusters", balanced.where("cluster_id IS NOT NULL").select("cluster_id").distinct().count())
         stage.rows_out = stage.counters.get("kept", 0)
