@@ -97,3 +97,14 @@ def test_pdf_content_stream_bomb_keeps_memory_bounded(tmp_path):
     assert [o for o in out if o[0] != "doc"] == []
     assert [tuple(n) for o in out for n in o[1]] == [("text", 1), ("text", 2)]
     assert hwm < PEAK_BOUND_KIB, hwm
+
+
+def test_pdf_split_applies_ingest_max_document_bytes(tmp_path):
+    from realsyn_spark.sources import SourceError
+    from realsyn_spark.sources.splits import Split, parse_split
+
+    path = tmp_path / "bomb.pdf"
+    path.write_bytes(bomb_pdf())
+    size = path.stat().st_size
+    outputs = list(parse_split(Split(str(path), "pdf", size, 0, 1, 0, size), max_record_bytes=CAP))
+    assert [(o.kind, o.location) for o in outputs if isinstance(o, SourceError)] == [("decompression_bomb", "page=1")]
