@@ -78,7 +78,10 @@ def test_length_that_swallows_the_next_record_is_not_merged(kind, gz):
     data = archive(kind, [make(0), make(1, 40), make(2)], gz)  # 40 bytes into the next record's header
     urls, kinds = parse(kind, data, gz)
     assert "record_length_mismatch" not in kinds and kinds  # reported as damage, not kept as a warning
-    assert URLS[1] not in urls and urls[0] == URLS[0]
+    assert urls == [URLS[0], URLS[2]]  # the swallowed record is found again inside the bad block
+    cuts = [0, len(data) // 3, 2 * len(data) // 3, len(data)]  # and splits agree with one pass
+    in_splits = [d.url for a, b in zip(cuts, cuts[1:]) for d in split(parse_warc("x", io.BytesIO(data), kind, a, b))[0]]
+    assert in_splits == urls
 
 
 def with_length_delta(record: bytes, delta: int) -> bytes:

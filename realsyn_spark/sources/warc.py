@@ -502,6 +502,7 @@ class _Pass:
         # (member offset, records up to this offset already yielded): read on from there inflated
         self.inflate_from: Optional[tuple[int, int]] = None
         self.last_done = -1  # offset of the last record whose outputs were yielded
+        self.bad_length_at: Optional[int] = None  # the record just reported as bad_record_length
 
     def _file_offset(self, position: int) -> tuple[int, bool]:
         if self.inflated is None:
@@ -515,7 +516,8 @@ class _Pass:
         try:
             for record in iterator:
                 # start of this record, set when the previous one was finished
-                offset, at_member_start = self._file_offset(iterator.offset)
+                position = iterator.offset
+                offset, at_member_start = self._file_offset(position)
                 if self.end is not None and offset >= self.end and at_member_start:
                     self.reached_split_end = True  # the next split starts with this record
                     return
@@ -559,6 +561,9 @@ class _Pass:
                     continue
                 problem = too_large or self._record_problem(offset, record, iterator.err_count > errors_before)
                 previous_bad_length = problem is not None and problem.kind == "bad_record_length"
+                self.bad_length_at = None
+                if previous_bad_length:  # a real file offset: of the record, or of the member holding it
+                    self.bad_length_at = offset if self.inflated is None else self.inflated.member_of(position)
                 if problem is not None:
                     yield problem
                     continue
@@ -851,7 +856,12 @@ def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc", start: int
             yield _error_for(source_uri, kind, stream, failure, compressed, seekable)
         if not seekable:
             return
-        next_start = _next_record_start(stream, failure.offset + 1, compressed, kind, stop=end)
+        resync_from = failure.offset + 1
+        if failure.follows_bad_length and run.bad_length_at is not None:
+            # a Content-Length that is too long swallowed the start of the next record: look for it
+            # inside the bad record's block (no record there was yielded: the failure came right after)
+            resync_from = min(resync_from, run.bad_length_at + 1)
+        next_start = _next_record_start(stream, resync_from, compressed, kind, stop=end)
         if next_start is None:
             return
         stream.seek(next_start)
