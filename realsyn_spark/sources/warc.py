@@ -537,7 +537,7 @@ class _Pass:
                     return
                 too_large = self._too_large(offset, record)
                 block = b"" if too_large else record.raw_stream.read()
-                if self._split_across_members(record):
+                if self._split_across_members(record) and not self._whole_at_member_end(record, block):
                     self.inflate_from = (offset, offset - 1)  # re-read this record over the joined members
                     return
                 errors_before = iterator.err_count
@@ -594,6 +594,17 @@ class _Pass:
         decompressor = self.iterator.reader.decompressor
         return bool(decompressor is not None and getattr(decompressor, "unused_data", b""))
 
+    def _whole_at_member_end(self, record, block: bytes) -> bool:
+        """A member that ends a few bytes before the declared length with the payload complete holds a
+        record whose Content-Length is wrong (`_length_mismatch`), not one going on in the next member."""
+        missing = getattr(record.raw_stream, "limit", 0) or 0
+        return missing <= _LENGTH_SLACK_BYTES and _payload_complete(record, self._without_separator(block), self.cap)
+
+    def _without_separator(self, block: bytes) -> bytes:
+        """A block read on through the blank lines that end its record: they are not payload."""
+        separator = b"\r\n\r\n" if self.kind == "warc" else b"\n"
+        return block[: -len(separator)] if block.endswith(separator) else block
+
     def _too_large(self, offset: int, record) -> Optional[SourceError]:
         """A record whose declared length exceeds the limit is reported, and its block never held in memory."""
         if self.max_record_bytes is None:
@@ -632,10 +643,7 @@ class _Pass:
             stray = iterator.stray[:-2] if iterator.stray.endswith(b"\r\n") else iterator.stray[:-1]
             whole, how = block + stray, f"{len(stray)} bytes longer than"
         elif not stray_after and 0 < missing <= _LENGTH_SLACK_BYTES:
-            # the block read on through the blank lines that end the record: they are not payload
-            separator = b"\r\n\r\n" if self.kind == "warc" else b"\n"
-            whole = block[: -len(separator)] if block.endswith(separator) else block
-            how = f"{missing} bytes shorter than"
+            whole, how = self._without_separator(block), f"{missing} bytes shorter than"
         else:
             return None
         if not _payload_complete(record, whole, self.cap):
