@@ -108,3 +108,25 @@ def test_pdf_split_applies_ingest_max_document_bytes(tmp_path):
     size = path.stat().st_size
     outputs = list(parse_split(Split(str(path), "pdf", size, 0, 1, 0, size), max_record_bytes=CAP))
     assert [(o.kind, o.location) for o in outputs if isinstance(o, SourceError)] == [("decompression_bomb", "page=1")]
+
+
+def test_pdf_soft_mask_bomb_is_caught_with_its_image(tmp_path):
+    import pymupdf
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (32, 24), (200, 40, 40, 128)).save(buffer, "PNG")
+    document = pymupdf.open()
+    page = document.new_page()
+    page.insert_text((72, 72), "A young girl is flying a red kite on a quiet beach.")
+    page.insert_image(pymupdf.Rect(72, 100, 200, 200), stream=buffer.getvalue())
+    smask = page.get_images(full=True)[0][1]
+    assert smask
+    document.update_stream(smask, zeros_gzip(b"", SIDE * SIDE, wbits=15), compress=False)
+    for key, value in (("Filter", "/FlateDecode"), ("Width", str(SIDE)), ("Height", str(SIDE)),
+                       ("DecodeParms", "null")):
+        document.xref_set_key(smask, key, value)
+    out, hwm = parse_in_subprocess(document.tobytes(), tmp_path)
+    assert [o[1:] for o in out if o[0] == "error"] == [["decompression_bomb", "page=1"]]
+    assert [tuple(n) for o in out if o[0] == "doc" for n in o[1]] == [("text", 1)]
+    assert hwm < PEAK_BOUND_KIB, hwm

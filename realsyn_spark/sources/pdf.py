@@ -191,11 +191,20 @@ def image_bombs(page: pymupdf.Page, cap: int) -> dict[int, int]:
     dictionaries (Width, Height, ColorSpace) before anything is decoded: a few KB of Flate can declare
     and inflate to gigabytes, and MuPDF decodes every image of a page in `get_text("dict")`."""
     bombs = {}
-    for xref, _smask, width, height, _bpc, colour_space, *_ in page.get_images(full=True):
-        size = _declared_image_bytes(width, height, colour_space)
+    for xref, smask, width, height, _bpc, colour_space, *_ in page.get_images(full=True):
+        # a soft mask is decoded with its image, and has its own Width and Height
+        size = _declared_image_bytes(width, height, colour_space) + (_mask_bytes(page.parent, smask) if smask else 0)
         if size > cap:
             bombs[xref] = size
     return bombs
+
+
+def _mask_bytes(document: pymupdf.Document, xref: int) -> int:
+    def number(key: str) -> int:
+        kind, value = document.xref_get_key(xref, key)
+        return int(value) if kind == "int" else 0
+
+    return _declared_image_bytes(number("Width"), number("Height"), "DeviceGray")
 
 
 class _PageReader:
