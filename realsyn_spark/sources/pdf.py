@@ -36,6 +36,8 @@ _PAGE_DAMAGE = re.compile(r"cannot|error|failed|missing|not a stream|broken", re
 # device colour space; lcms reports it in two more lines), a substituted font. They contain damage
 # words ("broken", "failed") but are not damage.
 _BENIGN_WARNING = re.compile(r"icc|lcms|cms[A-Z]\w*|non-embedded font|substitut", re.IGNORECASE)
+# Decoded bytes one embedded image may take when no ingest.max_document_bytes is given.
+_DEFAULT_MAX_IMAGE_BYTES = 1 << 30
 _METADATA_KEYS = ("author", "subject", "keywords", "creator", "producer", "creationDate", "format")
 
 
@@ -174,21 +176,81 @@ def reading_order(blocks: list[dict]) -> list[dict]:
     return ordered
 
 
+# Colour components by the name `Page.get_images(full=True)` reports; others (ICCBased, Indexed,
+# Separation, ...) count as 4, the most a decoded pixel takes before RGB conversion.
+_COLOUR_COMPONENTS = {"DeviceGray": 1, "CalGray": 1, "DeviceRGB": 3, "CalRGB": 3, "Lab": 3, "DeviceCMYK": 4}
+
+
+def _declared_image_bytes(width: int, height: int, colour_space: str) -> int:
+    """What MuPDF allocates to decode an image: a pixmap of 8 bits per component (1-bit images too)."""
+    return max(width, 0) * max(height, 0) * _COLOUR_COMPONENTS.get(colour_space, 4)
+
+
+def image_bombs(page: pymupdf.Page, cap: int) -> dict[int, int]:
+    """{xref: declared decoded bytes} of the page's image XObjects over `cap`, read from their
+    dictionaries (Width, Height, ColorSpace) before anything is decoded: a few KB of Flate can declare
+    and inflate to gigabytes, and MuPDF decodes every image of a page in `get_text("dict")`."""
+    bombs = {}
+    for xref, smask, width, height, _bpc, colour_space, *_ in page.get_images(full=True):
+        # a soft mask is decoded with its image, and has its own Width and Height
+        size = _declared_image_bytes(width, height, colour_space) + (_mask_bytes(page.parent, smask) if smask else 0)
+        if size > cap:
+            bombs[xref] = size
+    return bombs
+
+
+def _mask_bytes(document: pymupdf.Document, xref: int) -> int:
+    def number(key: str) -> int:
+        kind, value = document.xref_get_key(xref, key)
+        return int(value) if kind == "int" else 0
+
+    return _declared_image_bytes(number("Width"), number("Height"), "DeviceGray")
+
+
 class _PageReader:
     """Turns the blocks of one page into nodes and blobs; numbering continues across pages."""
 
-    def __init__(self, source_uri: str, file_hash: str):
+    def __init__(self, source_uri: str, file_hash: str, max_image_bytes: int = _DEFAULT_MAX_IMAGE_BYTES):
         self.source_uri = source_uri
         self.file_hash = file_hash
+        self.max_image_bytes = max_image_bytes
         self.nodes: list[Node] = []
 
     def read(self, page: pymupdf.Page) -> Iterator[Union[Blob, SourceError]]:
         number = page.number + 1
+        bombs = image_bombs(page, self.max_image_bytes)
+        if bombs:
+            yield from self._read_with_bombs(page, number, bombs)
+            return
         image_index = 0
         for block in reading_order(page.get_text("dict").get("blocks", [])):
             if block.get("type") == 0:
                 self._add_text(block, number)
             elif block.get("type") == 1 and block.get("image"):
+                yield from self._add_image(block, number, image_index)
+                image_index += 1
+
+    def _read_with_bombs(self, page: pymupdf.Page, number: int,
+                         bombs: dict[int, int]) -> Iterator[Union[Blob, SourceError]]:
+        """A page holding an oversized image: one decompression_bomb row per such image; the text is
+        read without decoding images, and the page's other images follow its text, one by one."""
+        for xref, size in bombs.items():
+            yield SourceError(self.source_uri, f"page={number}", "decompression_bomb",
+                              f"image xref {xref} declares {size} decoded bytes, over ingest.max_document_bytes "
+                              f"({self.max_image_bytes}); not decoded")
+        flags = pymupdf.TEXTFLAGS_DICT & ~pymupdf.TEXT_PRESERVE_IMAGES
+        for block in reading_order(page.get_text("dict", flags=flags).get("blocks", [])):
+            if block.get("type") == 0:
+                self._add_text(block, number)
+        image_index = 0
+        for xref, smask, *_ in page.get_images(full=True):
+            if xref in bombs:
+                continue
+            extracted = page.parent.extract_image(xref) or {}
+            mask = (page.parent.extract_image(smask) or {}).get("image") if smask else None
+            block = {"image": extracted.get("image"), "ext": extracted.get("ext"),
+                     "colorspace": extracted.get("colorspace"), "mask": mask}
+            if block["image"]:
                 yield from self._add_image(block, number, image_index)
                 image_index += 1
 
@@ -274,7 +336,8 @@ def _read_pages(source_uri: str, document: pymupdf.Document, reader: _PageReader
             yield SourceError(source_uri, location, "damaged_pdf_page", _summary(damage))
 
 
-def _parse(source_uri: str, source, tail: bytes, file_hash: str, part: int, parts: int) -> Iterator[Parsed]:
+def _parse(source_uri: str, source, tail: bytes, file_hash: str, part: int, parts: int,
+           max_image_bytes: Optional[int] = None) -> Iterator[Parsed]:
     with _QuietMuPDF():
         document, error = _open(source_uri, source)
         if error is not None:
@@ -288,7 +351,7 @@ def _parse(source_uri: str, source, tail: bytes, file_hash: str, part: int, part
             pages = page_range(document.page_count, part, parts)
             if part > 0 and not pages:
                 return
-            reader = _PageReader(source_uri, file_hash[:_URL_HASH_CHARS])
+            reader = _PageReader(source_uri, file_hash[:_URL_HASH_CHARS], max_image_bytes or _DEFAULT_MAX_IMAGE_BYTES)
             yield from _read_pages(source_uri, document, reader, pages)
             title = ((document.metadata or {}).get("title") or "").strip() or None
             yield Document(
@@ -299,19 +362,23 @@ def _parse(source_uri: str, source, tail: bytes, file_hash: str, part: int, part
             document.close()
 
 
-def parse_pdf(source_uri: str, stream: BinaryIO, part: int = 0, parts: int = 1) -> Iterator[Parsed]:
+def parse_pdf(source_uri: str, stream: BinaryIO, part: int = 0, parts: int = 1,
+              max_image_bytes: Optional[int] = None) -> Iterator[Parsed]:
     """Parse a PDF (all of it read into memory) into one Document and its image Blobs. Never raises
-    for bad input. With `parts` > 1 only the pages of `part` are read (see `parse_pdf_file`)."""
+    for bad input. With `parts` > 1 only the pages of `part` are read (see `parse_pdf_file`). An image
+    declaring more than `max_image_bytes` decoded bytes (ingest.max_document_bytes) is not decoded:
+    see `image_bombs`."""
     data = stream.read()
     if not data:
         if part == 0:
             yield SourceError(source_uri, None, "empty_file", "file has no bytes")
         return
-    yield from _parse(source_uri, data, data[-1024:], hashlib.sha256(data).hexdigest(), part, parts)
+    yield from _parse(source_uri, data, data[-1024:], hashlib.sha256(data).hexdigest(), part, parts,
+                      max_image_bytes)
 
 
 def parse_pdf_file(source_uri: str, local_path: str, file_hash: str, part: int = 0,
-                   parts: int = 1) -> Iterator[Parsed]:
+                   parts: int = 1, max_image_bytes: Optional[int] = None) -> Iterator[Parsed]:
     """Parse part `part` of `parts` of a PDF on local disk, page range by page range.
 
     MuPDF opens the file by name and loads pages on demand, so memory follows the pages read, not the
@@ -329,4 +396,4 @@ def parse_pdf_file(source_uri: str, local_path: str, file_hash: str, part: int =
     with open(local_path, "rb") as handle:
         handle.seek(max(0, size - 1024))
         tail = handle.read()
-    yield from _parse(source_uri, local_path, tail, file_hash, part, parts)
+    yield from _parse(source_uri, local_path, tail, file_hash, part, parts, max_image_bytes)

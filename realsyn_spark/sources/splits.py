@@ -123,7 +123,7 @@ def parse_split(split: Split, html_base_url: str = "http://localhost/",
     file is not recorded as ingested."""
     try:
         if split.kind == "pdf":
-            yield from _pdf_split(split)
+            yield from _pdf_split(split, max_record_bytes)
             return
         with fileio.open_input(split.path) as stream:
             yield from guarded(split.path, lambda: _stream_split(split, stream, html_base_url,
@@ -158,11 +158,12 @@ def _html(split: Split, stream, html_base_url: str, max_record_bytes: Optional[i
     yield from parse_html(split.path, stream.read(), html_base_url)
 
 
-def _pdf_split(split: Split) -> Iterator[Parsed]:
+def _pdf_split(split: Split, max_record_bytes: Optional[int]) -> Iterator[Parsed]:
     from .pdf import parse_pdf_file
 
     with fileio.local_file(split.path) as local_path:
         with open(local_path, "rb") as handle:
             file_hash = fileio.sha256_of(handle)
         yield from guarded(
-            split.path, lambda: parse_pdf_file(split.path, local_path, file_hash, split.index, split.count))
+            split.path, lambda: parse_pdf_file(split.path, local_path, file_hash, split.index, split.count,
+                                       max_record_bytes))

@@ -58,6 +58,9 @@ _GZIP_PEEK_BYTES = 16 * 1024
 # so a member may inflate a little past the record cap before it counts as a bomb.
 _MEMBER_SLACK_BYTES = 1 << 20
 _INFLATE_CHUNK_BYTES = 1 << 16
+# A Content-Length off by at most this many bytes is forgiven when the payload is complete (issue 10):
+# writers that miscount a line ending or a BOM are off by a few bytes, never by a record header.
+_LENGTH_SLACK_BYTES = 64
 _DEFAULT_MAX_INFLATED_BYTES = 1 << 30  # when no ingest.max_document_bytes is given
 
 
@@ -157,6 +160,53 @@ def _decoded_http_body(record, block: bytes, cap: int = _DEFAULT_MAX_INFLATED_BY
     return block
 
 
+_CHUNKED_END = re.compile(rb"(?:^|\n)0+[ \t]*(?:;[^\r\n]*)?\r?\n(?:[^\r\n]+\r?\n)*\r?\n?$")
+_HTML_END = re.compile(rb"</html\s*>\s*$", re.IGNORECASE)
+_IMAGE_ENDS = ((b"\x89PNG", b"IEND\xaeB`\x82"), (b"\xff\xd8", b"\xff\xd9"), (b"GIF8", b";"))
+
+
+def _inflates_to_end(data: bytes, cap: int) -> bool:
+    """Does this gzip/zlib/raw-deflate body reach its end-of-stream (in bounded steps, under `cap`)?"""
+    for wbits in (47, -15):  # gzip or zlib (auto), then raw deflate, as warcio's 'deflate' does
+        inflater, rest, total = zlib.decompressobj(wbits=wbits), data, 0
+        try:
+            while True:
+                total += len(inflater.decompress(rest, _INFLATE_CHUNK_BYTES))
+                rest = inflater.unconsumed_tail
+                if total > cap:
+                    return False
+                if inflater.eof or not rest:
+                    break
+        except zlib.error:
+            continue
+        return inflater.eof and not inflater.unused_data.strip()
+    return False
+
+
+def _payload_complete(record, block: bytes, cap: int) -> bool:
+    """Is this record block's payload verifiably whole (see `_Pass._length_mismatch`)?"""
+    headers = record.http_headers
+    if headers is not None:
+        if (headers.get_header("Transfer-Encoding") or "").lower() == "chunked" and not _CHUNKED_END.search(block):
+            return False
+        encoding = (headers.get_header("Content-Encoding") or "").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            body = block
+            if (headers.get_header("Transfer-Encoding") or "").lower() == "chunked":
+                try:
+                    body = _read_capped(ChunkedDataReader(io.BytesIO(block)), cap)
+                except Exception:
+                    return False
+            return _inflates_to_end(body, cap)
+    try:
+        payload = _decoded_http_body(record, block, cap)
+    except Exception:
+        return False
+    if _HTML_END.search(payload[-256:]):
+        return True
+    return any(payload.startswith(magic) and payload.endswith(end) for magic, end in _IMAGE_ENDS)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Record -> output
 # ---------------------------------------------------------------------------------------------------
@@ -235,11 +285,43 @@ def _truncation_error(source_uri: str, offset: int, record) -> Optional[SourceEr
 # Iteration with resynchronisation
 # ---------------------------------------------------------------------------------------------------
 
+class _StrayCapturingIterator(ArchiveIterator):
+    """warcio's iterator, but the bytes it finds after a record's declared block, where blank lines
+    should be, are kept (`stray`) instead of written to stderr: with them a record whose Content-Length
+    is a few bytes short is still whole (see `_length_mismatch`). Non-blank lines are taken as stray
+    while they stay within _LENGTH_SLACK_BYTES and do not begin a record, so a block a few bytes longer
+    than declared that holds a newline is recovered too; warcio would fail on those lines anyway."""
+
+    record_kind = "warc"
+
+    def _consume_blanklines(self):
+        self.stray, empty_size, blanks = b"", 0, b""
+        while True:
+            line = self.reader.readline()
+            if not line:
+                return None, empty_size
+            if not line.rstrip():
+                blanks += line  # inside the stray bytes if more stray lines follow, else the separator
+            elif empty_size == 0:
+                self.err_count += 1  # as warcio: the first line after a block is not blank
+                self.stray = line
+            elif (not self.stray or len(self.stray) + len(blanks) + len(line) > _LENGTH_SLACK_BYTES
+                    or _begins_record(line, self.record_kind)):
+                return line, empty_size
+            else:
+                self.stray, blanks = self.stray + blanks + line, b""
+            empty_size += len(line)
+
+
 def _archive_iterator(stream: BinaryIO, kind: str):
     # WARC files are parsed strictly: with arc2warc any five-word line would pass for an ARC header.
     if kind == "arc":
-        return ArchiveIterator(stream, arc2warc=True)
-    return WARCIterator(stream)
+        iterator = _StrayCapturingIterator(stream, arc2warc=True)
+    else:
+        iterator = _StrayCapturingIterator(stream)
+        iterator.known_format = "warc"  # what WARCIterator sets
+    iterator.record_kind, iterator.stray = kind, b""
+    return iterator
 
 
 def _failure_kind(exc: BaseException) -> str:
@@ -420,6 +502,7 @@ class _Pass:
         # (member offset, records up to this offset already yielded): read on from there inflated
         self.inflate_from: Optional[tuple[int, int]] = None
         self.last_done = -1  # offset of the last record whose outputs were yielded
+        self.bad_length_at: Optional[int] = None  # the record just reported as bad_record_length
 
     def _file_offset(self, position: int) -> tuple[int, bool]:
         if self.inflated is None:
@@ -433,7 +516,8 @@ class _Pass:
         try:
             for record in iterator:
                 # start of this record, set when the previous one was finished
-                offset, at_member_start = self._file_offset(iterator.offset)
+                position = iterator.offset
+                offset, at_member_start = self._file_offset(position)
                 if self.end is not None and offset >= self.end and at_member_start:
                     self.reached_split_end = True  # the next split starts with this record
                     return
@@ -453,7 +537,7 @@ class _Pass:
                     return
                 too_large = self._too_large(offset, record)
                 block = b"" if too_large else record.raw_stream.read()
-                if self._split_across_members(record):
+                if self._split_across_members(record) and not self._whole_at_member_end(record, block):
                     self.inflate_from = (offset, offset - 1)  # re-read this record over the joined members
                     return
                 errors_before = iterator.err_count
@@ -467,8 +551,19 @@ class _Pass:
                         self.last_done = offset
                     raise
                 seen += 1
+                mismatch = None if too_large else self._length_mismatch(offset, record, block,
+                                                                        iterator.err_count > errors_before)
+                if mismatch is not None:
+                    warning, block = mismatch
+                    yield warning
+                    yield from self._outputs_of(offset, record, block)
+                    self.last_done, previous_bad_length = offset, False
+                    continue
                 problem = too_large or self._record_problem(offset, record, iterator.err_count > errors_before)
                 previous_bad_length = problem is not None and problem.kind == "bad_record_length"
+                self.bad_length_at = None
+                if previous_bad_length:  # a real file offset: of the record, or of the member holding it
+                    self.bad_length_at = offset if self.inflated is None else self.inflated.member_of(position)
                 if problem is not None:
                     yield problem
                     continue
@@ -499,6 +594,17 @@ class _Pass:
         decompressor = self.iterator.reader.decompressor
         return bool(decompressor is not None and getattr(decompressor, "unused_data", b""))
 
+    def _whole_at_member_end(self, record, block: bytes) -> bool:
+        """A member that ends a few bytes before the declared length with the payload complete holds a
+        record whose Content-Length is wrong (`_length_mismatch`), not one going on in the next member."""
+        missing = getattr(record.raw_stream, "limit", 0) or 0
+        return missing <= _LENGTH_SLACK_BYTES and _payload_complete(record, self._without_separator(block), self.cap)
+
+    def _without_separator(self, block: bytes) -> bytes:
+        """A block read on through the blank lines that end its record: they are not payload."""
+        separator = b"\r\n\r\n" if self.kind == "warc" else b"\n"
+        return block[: -len(separator)] if block.endswith(separator) else block
+
     def _too_large(self, offset: int, record) -> Optional[SourceError]:
         """A record whose declared length exceeds the limit is reported, and its block never held in memory."""
         if self.max_record_bytes is None:
@@ -516,6 +622,34 @@ class _Pass:
         except Exception as exc:
             return [SourceError(self.source_uri, f"offset={offset}", "record_processing_failed",
                                 _printable(f"{type(exc).__name__}: {exc}"))]
+
+    def _length_mismatch(self, offset: int, record, block: bytes,
+                         stray_after: bool) -> Optional[tuple[SourceError, bytes]]:
+        """(warning, whole block) for a record whose Content-Length is off by at most _LENGTH_SLACK_BYTES
+        but whose payload is complete, else None (the caller reports the damage as before).
+
+        The rule: (1) the block is longer than declared by a few stray bytes before the blank lines, or
+        it ends (end of file / of its gzip member) a few bytes before its declared length; (2) right
+        after it comes the next record's header line, or the end of the file / member (so a length that
+        reaches into the next record is never taken as a short block); (3) the payload, with the stray
+        bytes, is verifiably complete: a Content-Encoding body inflates to its end (gzip checks its CRC),
+        or the decoded payload ends with `</html>` or an image format's end marker.
+        """
+        iterator = self.iterator
+        if iterator.next_line is not None and not _begins_record(iterator.next_line, self.kind):
+            return None
+        missing = getattr(record.raw_stream, "limit", 0) or 0
+        if stray_after and missing == 0 and 0 < len(iterator.stray) <= _LENGTH_SLACK_BYTES:
+            stray = iterator.stray[:-2] if iterator.stray.endswith(b"\r\n") else iterator.stray[:-1]
+            whole, how = block + stray, f"{len(stray)} bytes longer than"
+        elif not stray_after and 0 < missing <= _LENGTH_SLACK_BYTES:
+            whole, how = self._without_separator(block), f"{missing} bytes shorter than"
+        else:
+            return None
+        if not _payload_complete(record, whole, self.cap):
+            return None
+        return SourceError(self.source_uri, f"offset={offset}", "record_length_mismatch",
+                           f"warning, record kept: block is {how} its Content-Length, payload complete"), whole
 
     def _record_problem(self, offset: int, record, length_warning: bool) -> Optional[SourceError]:
         problem = _truncation_error(self.source_uri, offset, record)
@@ -548,6 +682,11 @@ def _starts_record(head: bytes, kind: str) -> bool:
     block_end = _HEADER_BLOCK_END.search(head)
     block = head[: block_end.start()] if block_end else head
     return bool(_WARC_TYPE.search(block) and _WARC_CONTENT_LENGTH.search(block))
+
+
+def _begins_record(line: bytes, kind: str) -> bool:
+    """Is this line (all warcio has read of what follows a block) a record's first line?"""
+    return bool((_ARC_HEADER_LINE if kind == "arc" else _WARC_VERSION_LINE).match(line))
 
 
 def _inflated_head(data: bytes, size: int) -> bytes:
@@ -725,7 +864,12 @@ def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc", start: int
             yield _error_for(source_uri, kind, stream, failure, compressed, seekable)
         if not seekable:
             return
-        next_start = _next_record_start(stream, failure.offset + 1, compressed, kind, stop=end)
+        resync_from = failure.offset + 1
+        if failure.follows_bad_length and run.bad_length_at is not None:
+            # a Content-Length that is too long swallowed the start of the next record: look for it
+            # inside the bad record's block (no record there was yielded: the failure came right after)
+            resync_from = min(resync_from, run.bad_length_at + 1)
+        next_start = _next_record_start(stream, resync_from, compressed, kind, stop=end)
         if next_start is None:
             return
         stream.seek(next_start)
