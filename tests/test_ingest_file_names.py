@@ -55,3 +55,41 @@ def test_zero_length_files_are_listed(tmp_path):
     (tmp_path / "empty.warc.gz").write_bytes(b"")
     scan = scan_inputs([str(tmp_path)])
     assert [(os.path.basename(f.uri), f.size, f.kind) for f in scan.files] == [("empty.warc.gz", 0, "warc")]
+
+
+def test_a_folder_of_good_and_hostile_files_keeps_every_good_record(spark, tmp_path):
+    """Issue 15's 'done when': good files beside a hostile name and one file of each WARC bomb shape; the
+    stage finishes, every good record is there, and each hostile file gives exactly one quarantine row."""
+    import gzip
+
+    from tests.test_sources import warc_record
+    from tests.test_sources_recovery import BOMB_BYTES, good_members, pages, zeros_gzip
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    for i, name in enumerate(["good", "file with spaces"]):
+        (corpus / f"{name}.jsonl").write_bytes(jsonl([obelics_row(f"https://n.example/{i}")]))
+    small = pages(1)[0].replace(b"p0.html", b"bomb.html")
+    encoded = warc_record("http://s.example/bomb.html", zeros_gzip(b"<html><body><p>", BOMB_BYTES, b"</p></body></html>"),
+                          "text/html", extra=[("Content-Encoding", "gzip")])
+    # Each file: good records before and after the bomb. The member bomb's own small record is whole (the
+    # zeros come after it in its gzip member), so it is kept too.
+    bombs = {
+        "member-bomb.warc.gz": good_members(1) + zeros_gzip(small, BOMB_BYTES) + good_members(1, first=1),
+        "encoding-bomb.warc.gz": good_members(1) + gzip.compress(encoded, mtime=0) + good_members(1, first=1),
+        "trailing-bomb.warc.gz": zeros_gzip(b"".join(pages(2)), BOMB_BYTES),
+    }
+    for name, data in bombs.items():
+        (corpus / name).write_bytes(data)
+    cfg = config(tmp_path / "lake", corpus, "ingest.max_document_bytes=8000000")
+
+    ingest.run(spark, cfg, "r1")
+
+    lake = Lake(spark, cfg.lake)
+    urls = sorted(r.url for r in lake.read(DOCUMENTS).select("url").collect())
+    assert urls == sorted(["https://n.example/0", "https://n.example/1"]
+                          + ["http://s.example/p0.html", "http://s.example/p1.html"] * len(bombs)
+                          + ["http://s.example/bomb.html"])
+    errors = sorted((os.path.basename(r.source_uri), r.kind) for r in lake.read(INGEST_ERRORS).collect())
+    assert errors == sorted((name, "decompression_bomb") for name in bombs)
+    assert lake.read(INGESTED_SOURCES).count() == 2 + len(bombs)
