@@ -217,16 +217,23 @@ def _furniture_key(text: str) -> str:
 
 
 def _running_furniture(nodes: list[tuple[int, str, int | None]]) -> set[str]:
-    """Keys of short lines found on at least half of the pages (and at least two): running headers and
-    footers. Only documents with pages (PDFs) have them."""
-    pages: dict[str, set[int]] = {}
-    all_pages = {page for _, _, page in nodes if page is not None}
-    if len(all_pages) < 2:
-        return set()
+    """Keys of short lines that frame other text (first or last text node of a page that has more text)
+    on at least half of the pages (and at least two): running headers and footers. A line that is a
+    page's only text is content, however often it repeats. Only documents with pages (PDFs) have them."""
+    by_page: dict[int, list[str]] = {}
     for _, text, page in nodes:
-        if page is not None and len(text.split()) <= _FURNITURE_MAX_WORDS:
-            pages.setdefault(_furniture_key(text), set()).add(page)
-    need = max(2, _FURNITURE_MIN_PAGE_SHARE * len(all_pages))
+        if page is not None:
+            by_page.setdefault(page, []).append(text)
+    if len(by_page) < 2:
+        return set()
+    pages: dict[str, set[int]] = {}
+    for page, texts in by_page.items():
+        if len(texts) < 2:
+            continue
+        for text in {texts[0], texts[-1]}:
+            if len(text.split()) <= _FURNITURE_MAX_WORDS:
+                pages.setdefault(_furniture_key(text), set()).add(page)
+    need = max(2, _FURNITURE_MIN_PAGE_SHARE * len(by_page))
     return {key for key, seen in pages.items() if len(seen) >= need}
 
 

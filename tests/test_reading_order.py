@@ -111,3 +111,20 @@ def test_html_paragraph_split_by_br_or_an_inline_image_is_one_sentence():
     sentences = [s for _, p in paragraphs for s in textrules.split_sentences(p)]
     assert sentences == ["The ferry to the island leaves the harbour twice a day in summer.",
                          "The old lighthouse keeper lives on the hill above it."]
+
+
+def test_a_line_that_is_a_pages_only_text_is_content_not_furniture():
+    from realsyn_spark.text import document_paragraphs
+
+    # One sentence per page, the same on every page but its number: the pages' content, kept.
+    alone = [(i, f"Page {i + 1}: a farmer is planting tulips in a long row.", i) for i in range(4)]
+    paragraphs, _, _ = document_paragraphs(alone)
+    assert len(paragraphs) == 4
+    # The same line framing other text on every page is a running header: dropped.
+    framed = [node for i in range(4) for node in (
+        (3 * i, "Annual report 2023 · page %d" % (i + 1), i),
+        (3 * i + 1, f"Section {i} tells how the harvest of year {i} went in the valley.", i),
+        (3 * i + 2, "Acme Farming Cooperative", i))]
+    texts = [text for _, text in document_paragraphs(framed)[0]]
+    assert texts and not any("Annual report" in t or "Acme" in t for t in texts)
+    assert sum("harvest" in t for t in texts) == 4
