@@ -153,8 +153,9 @@ def spark_phase(args) -> dict:
     from realsyn_spark.clustering import chunk_plan, kmeans_sample_size, retrieval_clusters, sample_vectors, train_kmeans
     from realsyn_spark.config import RetrievalConfig, load_config
     from realsyn_spark.session import local_session_builder
-    from realsyn_spark.stages.retrieve import hierarchical_search
-    from udfs.retrieval import SearchStats
+    from realsyn_spark.sparkutil import input_partitions
+    from realsyn_spark.stages.retrieve import search_with_stats
+
 
     cfg = load_config(overrides=[f"spark.shuffle_partitions={args.partitions}"])
     spark = (local_session_builder(cfg, master=args.master)
@@ -194,18 +195,18 @@ def spark_phase(args) -> dict:
         t1 = time.time()
         centroids = train_kmeans(sample, k, rcfg.kmeans_iterations, rcfg.seed)
         chunks = chunk_plan(sample, centroids, n, rcfg.max_vectors_per_task,
-                            input_tasks=sentences.rdd.getNumPartitions())
+                            input_tasks=input_partitions(sentences))
         t2 = time.time()
-        stats = spark.sparkContext.accumulator(SearchStats.empty(), SearchStats())
-        (hierarchical_search(spark, images, sentences, centroids, rcfg, chunks=chunks, stats=stats)
-         .write.mode("overwrite").parquet(result_path))
+        result, stats, matches = search_with_stats(spark, images, sentences, centroids, rcfg, chunks=chunks)
+        result.write.mode("overwrite").parquet(result_path)
+        matches.unpersist()
         t3 = time.time()
         cpu = tree_cpu_seconds() - cpu0
         np.save(work / f"centroids_{n}_p{probes}.npy", centroids)
         run = {"n": n, "n_probe": probes, "k": k, "sample": int(len(sample)), "iterations": rcfg.kmeans_iterations,
                "max_vectors_per_task": rcfg.max_vectors_per_task, "clusters_split": int((chunks > 1).sum()),
                "chunks": int(chunks.sum()), "sample_s": t1 - t0, "train_s": t2 - t1, "search_s": t3 - t2,
-               "total_s": t3 - t0, "cpu_s": cpu, **stats.value, "result": result_path, "load": os.getloadavg()[0]}
+               "total_s": t3 - t0, "cpu_s": cpu, **stats, "result": result_path, "load": os.getloadavg()[0]}
         out["runs"].append(run)
         print(f"spark n={n:,} n_probe={probes} k={k}: total {run['total_s']:.1f} s wall, {cpu:.0f} CPU s "
               f"(sample {run['sample_s']:.1f}, "
