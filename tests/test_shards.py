@@ -127,3 +127,19 @@ def test_upright_jpeg_with_exif_orientation_1_keeps_its_bytes():
     exif[0x0112] = 1
     data = _encoded_image(_photo(), "JPEG", exif=exif.tobytes())
     assert image_member(data) == ("jpg", data)
+
+
+def test_a_missing_caption_from_pandas_nan_is_an_empty_text():
+    import io
+
+    from PIL import Image
+
+    from udfs.shards import sample_members
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
+    row = {"image_id": "a", "image_bytes": buf.getvalue(), "raw_image_url": "http://x/a.png",
+           "text1": float("nan"), "score1": float("nan")}
+    members = dict(sample_members(row, "text1"))
+    assert members["a.txt"] == b""
+    assert b"NaN" not in members["a.json"] and b'"caption": null' in members["a.json"]

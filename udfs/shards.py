@@ -65,9 +65,11 @@ def _value(value):
 def sample_members(row: dict, caption_col: str) -> list[tuple[str, bytes]]:
     key = row["image_id"]
     extension, image = image_member(bytes(row["image_bytes"]))
-    meta = {"key": key, "url": row["raw_image_url"], "caption": row[caption_col]}
+    # pandas hands a missing text over as NaN (a float), not None: _value maps both to None.
+    caption = _value(row[caption_col])
+    meta = {"key": key, "url": row["raw_image_url"], "caption": caption}
     meta.update({name: _value(row[name]) for name in row if name not in ("image_bytes", "shard")})
-    return [(f"{key}.{extension}", image), (f"{key}.txt", (row[caption_col] or "").encode("utf-8")),
+    return [(f"{key}.{extension}", image), (f"{key}.txt", (caption or "").encode("utf-8")),
             (f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"))]
 
 
