@@ -156,7 +156,6 @@ def spark_phase(args) -> dict:
     from realsyn_spark.sparkutil import input_partitions
     from realsyn_spark.stages.retrieve import search_with_stats
 
-
     cfg = load_config(overrides=[f"spark.shuffle_partitions={args.partitions}"])
     spark = (local_session_builder(cfg, master=args.master)
              .config("spark.driver.memory", args.driver_memory)

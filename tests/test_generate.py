@@ -4,7 +4,6 @@ module with vLLM's real signatures, and the bundled SmolLM2 once)."""
 from __future__ import annotations
 
 import importlib.util
-
 import json
 import re
 import sys
