@@ -17,6 +17,18 @@ FINE_CENTROIDS = "cell int, fine int, centroid array<float>"
 FINE_ASSIGNED = "image_id string, cell int, cluster_id int, score float"
 
 
+def _lloyd_spherical(vectors: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
+    centroids = vectors[np.random.default_rng(seed).choice(len(vectors), k, replace=False)].copy()
+    for _ in range(iterations):
+        assigned = np.argmax(vectors @ centroids.T, axis=1)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assigned, vectors)
+        filled = np.bincount(assigned, minlength=k) > 0
+        centroids[filled] = sums[filled]   # an emptied centroid keeps its place
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    return centroids
+
+
 def spherical_kmeans(vectors: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
     """Unit-norm centroids (inner-product assignment) of `vectors`; k is bounded by the row count."""
     import faiss
@@ -28,8 +40,13 @@ def spherical_kmeans(vectors: np.ndarray, k: int, iterations: int, seed: int) ->
         # Every point is used: FAISS's default silently subsamples to 256 points per centroid.
         kmeans = faiss.Kmeans(vectors.shape[1], k, niter=iterations, seed=seed, spherical=True,
                               max_points_per_centroid=max(256, len(vectors) // k + 1), verbose=False)
-        kmeans.train(np.ascontiguousarray(vectors, np.float32))
-        centroid = kmeans.centroids
+        try:
+            kmeans.train(np.ascontiguousarray(vectors, np.float32))
+            centroid = kmeans.centroids
+        except AssertionError:
+            # Seen once in a reused executor worker: FAISS's wrapper failed to convert its own centroid
+            # vector (faiss/array_conversions.py). The same spherical Lloyd iterations in numpy instead.
+            centroid = _lloyd_spherical(np.asarray(vectors, np.float32), k, iterations, seed)
     norms = np.linalg.norm(centroid, axis=1, keepdims=True)
     return (centroid / np.maximum(norms, 1e-12)).astype(np.float32)
 
