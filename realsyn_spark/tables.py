@@ -118,10 +118,10 @@ SYNTHETIC_EMBEDDINGS = TableSpec("synthetic_embeddings", _schema(
 ), ("request_hash", "model_id"), "CLIP text embeddings of synthetic texts, keyed by generation request")
 
 BALANCED = TableSpec("balanced", _schema(
-    ("image_id", S, False), ("similarity", F, False), ("drop_reason", S, True), ("cluster_id", I, True),
+    ("image_id", S, False), ("request_hash", S, False), ("similarity", F, False), ("drop_reason", S, True), ("cluster_id", I, True),
     ("cluster_size", I, True), ("cluster_rank", I, True), ("centroid_score", F, True),
     ("centroid_version", S, True), ("run_id", S, False),
-), ("image_id",), "image<->synthetic similarity band, cluster assignment (cosine to its centroid) and "
+), ("image_id",), "image<->synthetic similarity band (request_hash: the synthetic text it was measured on), cluster assignment (cosine to its centroid) and "
    "cluster-capped sampling ranks")
 
 BALANCE_CENTROIDS = TableSpec("balance_centroids", _schema(
@@ -265,6 +265,21 @@ class Lake:
         try:
             self.spark.sql(f"MERGE INTO {self.sql_name(spec)} AS t USING `{view}` AS s ON {condition} "
                            + " ".join(clauses))
+        finally:
+            self.spark.catalog.dropTempView(view)
+
+    def delete_absent(self, spec: TableSpec, current: DataFrame, keys: Iterable[str] | None = None) -> None:
+        """Delete the rows whose key is not in `current` (the rows that should exist now): what an upstream
+        stage withdrew (an image a later file made a duplicate, a changed request) leaves this table too.
+        One MERGE (`WHEN NOT MATCHED BY SOURCE THEN DELETE`), so readers never see a half-pruned table."""
+        self.ensure(spec)
+        keys = tuple(keys or spec.keys)
+        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        view = f"realsyn_keep_{spec.name}_{uuid.uuid4().hex[:12]}"
+        current.select(*keys).dropDuplicates(list(keys)).createOrReplaceTempView(view)
+        try:
+            self.spark.sql(f"MERGE INTO {self.sql_name(spec)} AS t USING `{view}` AS s ON {condition} "
+                           "WHEN NOT MATCHED BY SOURCE THEN DELETE")
         finally:
             self.spark.catalog.dropTempView(view)
 

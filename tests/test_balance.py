@@ -17,11 +17,11 @@ from tests.vectors import clustered, unit
 CFG = BalanceConfig(images_per_cluster=30, kmeans_iterations=15, coarse_probe=2, max_images_per_task=400)
 
 
-def _banded(spark, x, prefix="i", partitions=3):
-    frame = pd.DataFrame({"image_id": [f"{prefix}{i:05d}" for i in range(len(x))], "similarity": 0.5,
-                          "drop_reason": None, "embedding": list(x)})
+def _banded(spark, x, prefix="i", partitions=3, request="h1"):
+    frame = pd.DataFrame({"image_id": [f"{prefix}{i:05d}" for i in range(len(x))], "request_hash": request,
+                          "similarity": 0.5, "drop_reason": None, "embedding": list(x)})
     frame["drop_reason"] = frame["drop_reason"].astype(object)
-    schema = "image_id string, similarity float, drop_reason string, embedding array<float>"
+    schema = "image_id string, request_hash string, similarity float, drop_reason string, embedding array<float>"
     return spark.createDataFrame(frame, schema).repartition(partitions)
 
 
@@ -105,6 +105,38 @@ def test_refresh_assigns_only_new_images_and_equals_full_assignment(spark, tmp_p
     again = type(stage)()
     balance.refresh(lake, everything, version, coarse, CFG, "r4", again)
     assert again.counters["new_images"] == 0
+    assert lake.read(BALANCED).where("run_id = 'r4'").count() == 0
+
+
+def test_refresh_deletes_withdrawn_images_and_reassigns_changed_ones(spark, tmp_path):
+    """An image a later file made a duplicate leaves `balanced`; an image whose synthetic text changed is
+    measured again; the clusters they left are re-ranked: the same as a full assignment of what is current."""
+    x = clustered(1500, 16, 20, 6)
+    lake, version, coarse = _build(spark, tmp_path, x, "w")
+    stage = type("S", (), {"counters": {}, "count": lambda self, k, n: self.counters.__setitem__(k, n)})()
+    everything = _banded(spark, x)
+    withdrawn = [f"i{i:05d}" for i in range(0, 1500, 7)]
+    changed = [f"i{i:05d}" for i in range(3, 1500, 11)]
+    current = (everything.where(~F.col("image_id").isin(withdrawn))
+               .withColumn("request_hash", F.when(F.col("image_id").isin(changed), "h2").otherwise(F.col("request_hash")))
+               .withColumn("similarity", F.when(F.col("image_id").isin(changed), 0.55).otherwise(F.col("similarity"))))
+    balance.refresh(lake, current, version, coarse, CFG, "r2", stage)
+    n_changed = len(set(changed) - set(withdrawn))
+    assert stage.counters["images_withdrawn"] == len(withdrawn)
+    assert stage.counters["new_images"] == n_changed
+    after = lake.read(BALANCED).toPandas().set_index("image_id")
+    assert not after.index.isin(withdrawn).any() and len(after) == 1500 - len(withdrawn)
+    moved = after.loc[sorted(set(changed) - set(withdrawn))]
+    assert (moved.request_hash == "h2").all() and np.allclose(moved.similarity, 0.55) and (moved.run_id == "r2").all()
+    full = Lake(spark, LakeConfig(root=str(tmp_path / "wfull")))
+    full.merge_insert(BALANCE_CENTROIDS, lake.read(BALANCE_CENTROIDS))
+    balance.full_build(full, current, current, version, coarse, CFG, "r3")
+    ref = full.read(BALANCED).toPandas().set_index("image_id").loc[after.index]
+    for col in ("cluster_id", "cluster_size", "cluster_rank", "request_hash"):
+        assert (ref[col] == after[col]).all(), col
+    again = type(stage)()
+    balance.refresh(lake, current, version, coarse, CFG, "r4", again)
+    assert again.counters["new_images"] == 0 and again.counters["images_withdrawn"] == 0
     assert lake.read(BALANCED).where("run_id = 'r4'").count() == 0
 
 

@@ -14,8 +14,9 @@
    30M is inside 100M) and any cap is a cheap filter over the same table.
 
 Incremental: centroids are versioned in `balance_centroids` and frozen; a refresh assigns only images
-not yet in `balanced` and re-ranks only the clusters they joined (ranks are by hash, so the result is
-what a full assignment to the same centroids gives). `balance.retrain` trains a new version; the run
+not yet in `balanced` (or with a new synthetic text), deletes the rows of images withdrawn upstream, and
+re-ranks only the clusters these joined or left (ranks are by hash, so the result is what a full
+assignment to the same centroids gives). `balance.retrain` trains a new version; the run
 log reports drift (share of new images far from their centroid) and advises when to retrain.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ def similarity_band(lake: Lake, cfg: BalanceConfig, model_id: str) -> DataFrame:
     return (pairs.withColumn("similarity", similarity.cast("float"))
             .withColumn("drop_reason", F.when(F.col("similarity") < cfg.similarity_min, "similarity_below_min")
                         .when(F.col("similarity") > cfg.similarity_max, "similarity_above_max"))
-            .select("image_id", "similarity", "drop_reason", F.col("image_vec").alias("embedding")))
+            .select("image_id", "request_hash", "similarity", "drop_reason", F.col("image_vec").alias("embedding")))
 
 
 def coarse_clusters(k: int) -> int:
@@ -186,32 +187,48 @@ def full_build(lake: Lake, banded: DataFrame, kept: DataFrame, version: str, coa
 
 
 def refresh(lake: Lake, banded: DataFrame, version: str, coarse, cfg: BalanceConfig, run_id, stage) -> None:
-    """Assign only images not yet in `balanced`, then re-rank the clusters they joined."""
-    new = banded.join(lake.read(BALANCED).select("image_id"), "image_id", "left_anti").cache()
+    """Bring `balanced` to what a full assignment of `banded` to the frozen centroids gives, touching only
+    what changed: new images and images with a new synthetic text are assigned, rows of images that left
+    the band input (withdrawn upstream, e.g. a later file brought the duplicate that won) are deleted, and
+    the clusters any of them joined or left are re-ranked."""
+    stored = lake.read(BALANCED)
+    current = banded.select("image_id", "request_hash")
+    new = banded.join(stored.select("image_id", "request_hash"), ["image_id", "request_hash"], "left_anti").cache()
+    gone = stored.join(current, ["image_id", "request_hash"], "left_anti").select("image_id", "cluster_id").cache()
     stage.count("new_images", new.count())
-    if stage.counters["new_images"] == 0:
+    stage.count("images_withdrawn", gone.join(current, "image_id", "left_anti").count())
+    if stage.counters["new_images"] == 0 and gone.count() == 0:
         new.unpersist()
+        gone.unpersist()
         return
     assigned = assign_images(lake, new.where("drop_reason IS NULL"), version, coarse, cfg).cache()
+    if stage.counters["new_images"]:
+        report_drift(lake, version, assigned, cfg, stage)
+    rows = (new.drop("embedding").join(assigned, "image_id", "left")
+            .withColumn("centroid_version", F.lit(version)).withColumn("run_id", F.lit(run_id)))
+    touched = assigned.select("cluster_id").union(gone.select("cluster_id")).where("cluster_id IS NOT NULL").distinct()
+    old = (stored.where("cluster_id IS NOT NULL").join(touched, "cluster_id", "left_semi")
+           .join(gone, "image_id", "left_anti").drop("cluster_size", "cluster_rank"))
+    kept_rows = rank_in_clusters(old.unionByName(rows.where("cluster_id IS NOT NULL")), cfg.seed)
+    dropped = (rows.where("cluster_id IS NULL").withColumn("cluster_size", F.lit(None).cast("int"))
+               .withColumn("cluster_rank", F.lit(None).cast("int")))
+    # One MERGE inserts new rows, replaces changed ones, and rewrites old members' size and rank only where
+    # those changed (old rows carry their own run_id). Deleting the withdrawn rows comes second: a crash
+    # between the two leaves them for the rerun, which finds them again and re-ranks the same clusters.
+    lake.upsert(BALANCED, kept_rows.unionByName(dropped))
+    lake.delete_absent(BALANCED, current, keys=("image_id",))
+    assigned.unpersist()
+    new.unpersist()
+    gone.unpersist()
+
+
+def report_drift(lake: Lake, version: str, assigned: DataFrame, cfg: BalanceConfig, stage) -> None:
     threshold, share = drift(lake, version, assigned, cfg)
     stage.count("drift_far_share_ppm", int(round(share * 1e6)))
     stage.count("retrain_advised", int(share > cfg.drift_max_share))
     if share > cfg.drift_max_share:
         print(f"balance: {share:.1%} of new images are farther from their centroid than the {cfg.drift_quantile:.0%}"
               f" quantile (cosine {threshold:.3f}) of the existing ones: set balance.retrain=true to re-cluster")
-    rows = (new.drop("embedding").join(assigned, "image_id", "left")
-            .withColumn("centroid_version", F.lit(version)).withColumn("run_id", F.lit(run_id)))
-    # One MERGE: new rows inserted whole; old members of the clusters they joined get only their
-    # size and rank rewritten (and only where those changed), so old rows keep their run_id.
-    touched = assigned.select("cluster_id").distinct()
-    old = (lake.read(BALANCED).where("cluster_id IS NOT NULL").join(touched, "cluster_id", "left_semi")
-           .drop("cluster_size", "cluster_rank"))
-    kept_rows = rank_in_clusters(old.unionByName(rows.where("cluster_id IS NOT NULL")), cfg.seed)
-    dropped = (rows.where("cluster_id IS NULL").withColumn("cluster_size", F.lit(None).cast("int"))
-               .withColumn("cluster_rank", F.lit(None).cast("int")))
-    lake.upsert(BALANCED, kept_rows.unionByName(dropped), update_columns=["cluster_size", "cluster_rank"])
-    assigned.unpersist()
-    new.unpersist()
 
 
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:

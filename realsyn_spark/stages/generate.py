@@ -117,7 +117,8 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     lake = Lake(spark, cfg.lake)
     g = cfg.generate
     with stage_run(lake, cfg, run_id, "generate") as stage:
-        requests = with_request_hash(generation_requests(lake, cfg), g)
+        # Persisted: read twice, for what to send and for which stored texts are still current.
+        requests = with_request_hash(generation_requests(lake, cfg), g).persist()
         existing = lake.read(SYNTHETIC_TEXTS).select("image_id", "request_hash")
         # An image whose request was answered but dropped by the checks is settled too: not asked again.
         dropped = lake.read(GENERATION_CACHE).where("drop_reason IS NOT NULL").select("request_hash")
@@ -146,10 +147,22 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         written = (todo.select("image_id", "request_hash", "caption", "tags", "generator").join(results.where("drop_reason IS NULL"), "request_hash")
                    .withColumn("run_id", F.lit(run_id)))
         lake.upsert(SYNTHETIC_TEXTS, written)
+        withdraw_stale_texts(lake, requests, stage)
         stage.rows_out = lake.read(SYNTHETIC_TEXTS).count()
         todo.unpersist()
         pending.unpersist()
+        requests.unpersist()
     return stage
+
+
+def withdraw_stale_texts(lake: Lake, requests: DataFrame, stage: StageRun) -> None:
+    """Remove synthetic texts whose request is no longer asked: the image was withdrawn upstream (a later
+    file made it a duplicate) or its top text, caption or tags changed. A full build would not have them."""
+    current = requests.select("image_id", "request_hash")
+    stale = lake.read(SYNTHETIC_TEXTS).join(current, ["image_id", "request_hash"], "left_anti").count()
+    stage.count("texts_withdrawn", stale)
+    if stale:
+        lake.delete_absent(SYNTHETIC_TEXTS, current, keys=("image_id", "request_hash"))
 
 
 def record_counters(stage: StageRun, lake: Lake, run_id: str) -> None:

@@ -120,6 +120,15 @@ def centroid_version(model_id: str, fingerprint: tuple[int, int], cfg: Retrieval
                      cfg.kmeans_sample_size, cfg.kmeans_iterations, cfg.seed, "k=n/max(spc,sqrt n)", length=16)
 
 
+def withdraw_images(lake: Lake, images: DataFrame, stage: StageRun) -> None:
+    """Drop the retrievals of images that are no longer kept (a later file brought the duplicate that
+    won, a rule changed): a full rebuild would not search them, so a refresh must not keep them."""
+    withdrawn = lake.read(RETRIEVALS).select("image_id").distinct().join(images, "image_id", "left_anti").count()
+    stage.count("images_withdrawn", withdrawn)
+    if withdrawn:
+        lake.delete_absent(RETRIEVALS, images, keys=("image_id",))
+
+
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     lake = Lake(spark, cfg.lake)
     rcfg = cfg.retrieval
@@ -145,6 +154,7 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
             store_centroids(lake, version, "retrieval", centroids, model_id)
             todo = images
         else:
+            withdraw_images(lake, images, stage)
             todo = images.join(lake.read(RETRIEVALS).where(F.col("centroid_version") == version)
                                .select("image_id").distinct(), "image_id", "left_anti")
         todo = todo.cache()
