@@ -129,3 +129,41 @@ def test_balance_stage_uses_no_classic_only_api():
     source = inspect.getsource(balance)
     for banned in ("sparkContext", "broadcast(", ".rdd", "parallelize", "defaultParallelism"):
         assert banned not in source, banned
+
+
+def _fail_faiss_training(monkeypatch):
+    import faiss
+
+    def broken(self, x, weights=None, init_centroids=None):
+        # what FAISS's wrapper raised in a reused executor worker (faiss/array_conversions.py)
+        raise AssertionError
+
+    monkeypatch.setattr(faiss.Kmeans, "train", broken)
+
+
+def test_fine_kmeans_falls_back_to_numpy_lloyd_with_faiss_quality(monkeypatch):
+    from udfs.balance_kmeans import spherical_kmeans
+
+    x = clustered(4000, 32, 50, 6)
+    with_faiss = spherical_kmeans(x, 50, 15, 0)
+    _fail_faiss_training(monkeypatch)
+    fallback = spherical_kmeans(x, 50, 15, 0)
+    assert fallback.shape == (50, 32) and fallback.dtype == np.float32
+    assert np.allclose(np.linalg.norm(fallback, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(fallback, spherical_kmeans(x, 50, 15, 0))          # deterministic per seed
+    quality = lambda c: float(np.max(x @ c.T, axis=1).mean())
+    assert quality(fallback) > quality(with_faiss) - 0.02, (quality(fallback), quality(with_faiss))
+
+
+def test_numpy_lloyd_reseeds_a_centroid_left_empty(monkeypatch):
+    """Duplicate seeds (here: 150 copies of one vector) tie, all members go to one of them and the
+    other is empty; it must move to the far vectors, not stay empty (every centroid gets members)."""
+    from udfs import balance_kmeans
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.tile(unit(np.eye(16)[:1]), (150, 1)), unit(np.eye(16)[1:2] + 0.2 * rng.normal(size=(150, 16)))])
+    monkeypatch.setattr(balance_kmeans, "LLOYD_BLOCK", 64)                   # several assignment blocks
+    for seed in range(8):
+        c = balance_kmeans._lloyd_spherical(x.astype(np.float32), 3, 10, seed)
+        assigned = np.argmax(x @ c.T, axis=1)
+        assert (np.bincount(assigned, minlength=3) > 0).all(), seed
