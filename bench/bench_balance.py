@@ -188,7 +188,7 @@ def main():
         print(f"n={n} k={k_target} (fine centroids {k_fine}, non-empty {stats[1]}) k1={len(coarse)} "
               f"two-level train {t1 - t0:.1f}s assign+rank+write {t2 - t1:.1f}s total {t2 - t0:.1f}s | "
               f"rows {stats[2]} mean_cos {stats[0]:.4f} sizes {quantiles(sizes)} | cap20 view {view} rows "
-              f"in {t4 - t3:.2f}s | {mem.line()}", flush=True)
+              f"in {t4 - t3:.2f}s | {mem.line()} | load avg {os.getloadavg()[0]:.1f}", flush=True)
         if n <= args.flat_max:
             x = read_vectors(path)
             with Peak() as mem:
@@ -200,7 +200,7 @@ def main():
             fs = np.bincount(idx[:, 0], minlength=len(flat))
             print(f"n={n} flat FAISS k={len(flat)} train {t1 - t0:.1f}s assign {t2 - t1:.1f}s total "
                   f"{t2 - t0:.1f}s | mean_cos {score.mean():.4f} sizes {quantiles(fs)} "
-                  f"(non-empty {int((fs > 0).sum())}) | {mem.line()}", flush=True)
+                  f"(non-empty {int((fs > 0).sum())}) | {mem.line()} | load avg {os.getloadavg()[0]:.1f}", flush=True)
             del x
     for (n0, t0), (n1, t1) in zip(growth, growth[1:]):
         print(f"growth {n0} -> {n1}: size x{n1 / n0:.2f}, two-level time x{t1 / t0:.2f}", flush=True)

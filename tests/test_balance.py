@@ -167,3 +167,24 @@ def test_numpy_lloyd_reseeds_a_centroid_left_empty(monkeypatch):
         c = balance_kmeans._lloyd_spherical(x.astype(np.float32), 3, 10, seed)
         assigned = np.argmax(x @ c.T, axis=1)
         assert (np.bincount(assigned, minlength=3) > 0).all(), seed
+
+
+def test_cell_counts_from_a_sample_bound_the_true_counts_and_leave_no_cell_empty():
+    x = clustered(20000, 16, 40, 8)
+    coarse = train_kmeans(x[:2000], 12, 10, 0)
+    coarse = np.concatenate([coarse, -coarse[:1]])                     # a cell no vector is near
+    _, nearest = balance.exact_top_k(x, coarse, 2)
+    true = np.bincount(nearest.reshape(-1), minlength=len(coarse))
+    exact = balance.sample_cell_counts(x, coarse, len(x), 2)           # the sample is everything: exact
+    assert [exact[c] for c in range(len(coarse))] == [max(1, t) for t in true]
+    upper = balance.sample_cell_counts(x[::10], coarse, len(x), 2, z=4.0)
+    assert all(upper[c] >= true[c] for c in range(len(coarse)))       # 4 sigma: what chunking relies on
+    assert min(upper.values()) >= 1
+    estimate = balance.sample_cell_counts(x[::10], coarse, len(x), 1)
+    assert abs(sum(estimate.values()) - len(x)) < 0.02 * len(x)
+
+
+def test_shuffles_are_cut_by_rows_per_partition(spark):
+    cfg = BalanceConfig(rows_per_partition=1000)
+    assert balance.shuffle_partitions(spark, 10_500, cfg) == 11
+    assert balance.shuffle_partitions(spark, 10, cfg) == int(spark.conf.get("spark.sql.shuffle.partitions"))
