@@ -248,6 +248,7 @@ class BalanceConfig(_Section):
     coarse_probe: int = Field(2, ge=1)
     fine_points_per_cluster: int = Field(64, ge=1)
     max_images_per_task: int = Field(200_000, ge=1)
+    rows_per_partition: int = Field(50_000, ge=1)
     retrain: bool = False
     drift_quantile: float = Field(0.05, gt=0.0, lt=1.0)
     drift_max_share: float = Field(0.25, gt=0.0, le=1.0)

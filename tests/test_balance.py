@@ -161,3 +161,62 @@ def test_balance_stage_uses_no_classic_only_api():
     source = inspect.getsource(balance)
     for banned in ("sparkContext", "broadcast(", ".rdd", "parallelize", "defaultParallelism"):
         assert banned not in source, banned
+
+
+def _fail_faiss_training(monkeypatch):
+    import faiss
+
+    def broken(self, x, weights=None, init_centroids=None):
+        # what FAISS's wrapper raised in a reused executor worker (faiss/array_conversions.py)
+        raise AssertionError
+
+    monkeypatch.setattr(faiss.Kmeans, "train", broken)
+
+
+def test_fine_kmeans_falls_back_to_numpy_lloyd_with_faiss_quality(monkeypatch):
+    from udfs.balance_kmeans import spherical_kmeans
+
+    x = clustered(4000, 32, 50, 6)
+    with_faiss = spherical_kmeans(x, 50, 15, 0)
+    _fail_faiss_training(monkeypatch)
+    fallback = spherical_kmeans(x, 50, 15, 0)
+    assert fallback.shape == (50, 32) and fallback.dtype == np.float32
+    assert np.allclose(np.linalg.norm(fallback, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(fallback, spherical_kmeans(x, 50, 15, 0))          # deterministic per seed
+    quality = lambda c: float(np.max(x @ c.T, axis=1).mean())
+    assert quality(fallback) > quality(with_faiss) - 0.02, (quality(fallback), quality(with_faiss))
+
+
+def test_numpy_lloyd_reseeds_a_centroid_left_empty(monkeypatch):
+    """Duplicate seeds (here: 150 copies of one vector) tie, all members go to one of them and the
+    other is empty; it must move to the far vectors, not stay empty (every centroid gets members)."""
+    from udfs import balance_kmeans
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.tile(unit(np.eye(16)[:1]), (150, 1)), unit(np.eye(16)[1:2] + 0.2 * rng.normal(size=(150, 16)))])
+    monkeypatch.setattr(balance_kmeans, "LLOYD_BLOCK", 64)                   # several assignment blocks
+    for seed in range(8):
+        c = balance_kmeans._lloyd_spherical(x.astype(np.float32), 3, 10, seed)
+        assigned = np.argmax(x @ c.T, axis=1)
+        assert (np.bincount(assigned, minlength=3) > 0).all(), seed
+
+
+def test_cell_counts_from_a_sample_bound_the_true_counts_and_leave_no_cell_empty():
+    x = clustered(20000, 16, 40, 8)
+    coarse = train_kmeans(x[:2000], 12, 10, 0)
+    coarse = np.concatenate([coarse, -coarse[:1]])                     # a cell no vector is near
+    _, nearest = balance.exact_top_k(x, coarse, 2)
+    true = np.bincount(nearest.reshape(-1), minlength=len(coarse))
+    exact = balance.sample_cell_counts(x, coarse, len(x), 2)           # the sample is everything: exact
+    assert [exact[c] for c in range(len(coarse))] == [max(1, t) for t in true]
+    upper = balance.sample_cell_counts(x[::10], coarse, len(x), 2, z=4.0)
+    assert all(upper[c] >= true[c] for c in range(len(coarse)))       # 4 sigma: what chunking relies on
+    assert min(upper.values()) >= 1
+    estimate = balance.sample_cell_counts(x[::10], coarse, len(x), 1)
+    assert abs(sum(estimate.values()) - len(x)) < 0.02 * len(x)
+
+
+def test_shuffles_are_cut_by_rows_per_partition(spark):
+    cfg = BalanceConfig(rows_per_partition=1000)
+    assert balance.shuffle_partitions(spark, 10_500, cfg) == 11
+    assert balance.shuffle_partitions(spark, 10, cfg) == int(spark.conf.get("spark.sql.shuffle.partitions"))

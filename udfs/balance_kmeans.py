@@ -17,14 +17,35 @@ FINE_CENTROIDS = "cell int, fine int, centroid array<float>"
 FINE_ASSIGNED = "image_id string, cell int, cluster_id int, score float"
 
 
+LLOYD_BLOCK = 1 << 24   # scores per assignment block of the numpy Lloyd iterations (64 MB of float32)
+
+
+def _nearest(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index, cosine) of each vector's nearest centroid, in row blocks: the n x k score matrix of a big
+    cell never exists at once."""
+    rows = max(1, LLOYD_BLOCK // max(1, len(centroids)))
+    index, score = np.empty(len(vectors), np.int64), np.empty(len(vectors), np.float32)
+    for lo in range(0, len(vectors), rows):
+        s = vectors[lo:lo + rows] @ centroids.T
+        index[lo:lo + rows] = np.argmax(s, axis=1)
+        score[lo:lo + rows] = s[np.arange(len(s)), index[lo:lo + rows]]
+    return index, score
+
+
 def _lloyd_spherical(vectors: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
+    """Spherical k-means in numpy (random distinct seeds, like FAISS). A centroid left without members
+    moves to the vectors farthest from their own centroids (FAISS splits a big cluster instead): kept in
+    place it would stay empty for good and the cell would get fewer clusters than planned."""
     centroids = vectors[np.random.default_rng(seed).choice(len(vectors), k, replace=False)].copy()
     for _ in range(iterations):
-        assigned = np.argmax(vectors @ centroids.T, axis=1)
+        assigned, score = _nearest(vectors, centroids)
         sums = np.zeros_like(centroids)
         np.add.at(sums, assigned, vectors)
         filled = np.bincount(assigned, minlength=k) > 0
-        centroids[filled] = sums[filled]   # an emptied centroid keeps its place
+        centroids[filled] = sums[filled]
+        empty = np.flatnonzero(~filled)
+        if len(empty):
+            centroids[empty] = vectors[np.argsort(score, kind="stable")[:len(empty)]]
         centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     return centroids
 

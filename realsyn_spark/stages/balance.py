@@ -33,12 +33,13 @@ from realsyn_spark.clustering import (HASH_BUCKETS, auto_clusters, content_finge
 from realsyn_spark.config import BalanceConfig, RealSynConfig
 from realsyn_spark.ids import stable_id
 from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.sparkutil import arrow_batch_rows
+from realsyn_spark.sparkutil import arrow_batch_rows, parallelism
 from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
 from realsyn_spark.stages.retrieve import kept_image_vectors
 from realsyn_spark.tables import BALANCE_CENTROIDS, BALANCED, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, Lake
 from udfs.balance_kmeans import FINE_ASSIGNED, FINE_CENTROIDS, PROBED, assign_fine, probe_cells, train_cell
 from udfs.clip_embed import text_embedder
+from udfs.retrieval import exact_top_k
 
 COARSE_POINTS_PER_CLUSTER = 256   # FAISS's own default cap per centroid
 ASSIGNED = "image_id string, cluster_id int, centroid_score float"
@@ -87,8 +88,31 @@ def fine_plan(cell_counts: dict[int, int], k: int) -> tuple[dict[int, int], dict
     return k_cell, offset
 
 
-def count_by_cell(probed: DataFrame) -> dict[int, int]:
-    return {int(r.cell): int(r["count"]) for r in probed.groupBy("cell").count().collect()}
+def sample_cell_counts(sample: np.ndarray, coarse: np.ndarray, n_rows: int, n_probe: int,
+                       z: float = 0.0) -> dict[int, int]:
+    """Rows per coarse cell (an image counted in each of its `n_probe` nearest cells), estimated from a
+    hash sample on the driver: exact counts would cost a full pass over the vectors (each a round trip
+    through a Python worker). z > 0: a z-sigma upper bound instead of the estimate. Every cell gets at
+    least one row, so no cell is left without fine centroids."""
+    k1 = len(coarse)
+    if len(sample) == 0:
+        return {c: max(1, n_rows // k1) for c in range(k1)}
+    _, nearest = exact_top_k(np.ascontiguousarray(sample, np.float32), coarse, min(n_probe, k1))
+    counts = np.bincount(nearest.reshape(-1), minlength=k1).astype(np.float64)
+    if len(sample) < n_rows:
+        counts = (counts + z * np.sqrt(counts) + z * z) * (n_rows / len(sample))
+    return {c: max(1, int(math.ceil(counts[c]))) for c in range(k1)}
+
+
+def shuffle_partitions(spark: SparkSession, rows: int, cfg: BalanceConfig) -> int:
+    """Partitions of a shuffle of `rows` vector rows: at most `rows_per_partition` each (a partition is
+    sorted for its groups; a few GB in 4 partitions spill), at least the session's parallelism."""
+    return max(parallelism(spark), int(math.ceil(rows / cfg.rows_per_partition)))
+
+
+def coarse_sample(kept: DataFrame, n_kept: int, k1: int, cfg: BalanceConfig) -> np.ndarray:
+    return sample_vectors(kept, n_kept, min(cfg.kmeans_sample_size, COARSE_POINTS_PER_CLUSTER * k1), cfg.seed,
+                          "image_id")
 
 
 def train_two_level(spark: SparkSession, lake: Lake, kept: DataFrame, n_kept: int, cfg: BalanceConfig,
@@ -96,21 +120,21 @@ def train_two_level(spark: SparkSession, lake: Lake, kept: DataFrame, n_kept: in
     """Train and store one centroid version; returns the coarse centroids (the fine stay in Delta)."""
     k = auto_clusters(n_kept, cfg.images_per_cluster, cfg.n_clusters)
     k1 = coarse_clusters(k)
-    size = min(cfg.kmeans_sample_size, COARSE_POINTS_PER_CLUSTER * k1)
-    coarse = train_kmeans(sample_vectors(kept, n_kept, size, cfg.seed, "image_id"), k1, cfg.kmeans_iterations,
-                          cfg.seed)
+    drawn = coarse_sample(kept, n_kept, k1, cfg)
+    coarse = train_kmeans(drawn, k1, cfg.kmeans_iterations, cfg.seed)
     k1, dim = coarse.shape
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     lake.merge_insert(BALANCE_CENTROIDS, spark.createDataFrame(
         [(version, "coarse", i, i, c.tolist(), model_id, now) for i, c in enumerate(coarse)], BALANCE_CENTROIDS.schema))
     home = kept.select("image_id", "embedding").mapInArrow(probe_cells(coarse, 1), PROBED)
-    counts = count_by_cell(home)
+    counts = sample_cell_counts(drawn, coarse, n_kept, 1)
     k_cell, offset = fine_plan(counts, k)
     fraction = {c: min(1.0, cfg.fine_points_per_cluster * k_cell[c] / counts[c]) for c in counts}
     draw = F.pmod(F.xxhash64("image_id", F.lit(cfg.seed + 2)), F.lit(HASH_BUCKETS))
     # fraction 1.0 -> threshold HASH_BUCKETS: every row of the cell is kept
     sample = (home.where(draw < per_cell_lookup({c: int(f * HASH_BUCKETS) for c, f in fraction.items()}, k1, 0))
-              .withColumn("k_cell", per_cell_lookup(k_cell, k1, 1)).select("image_id", "cell", "k_cell", "vec"))
+              .withColumn("k_cell", per_cell_lookup(k_cell, k1, 1)).select("image_id", "cell", "k_cell", "vec")
+              .repartition(shuffle_partitions(spark, cfg.fine_points_per_cluster * k, cfg), "cell"))
     fine = sample.groupBy("cell").applyInArrow(train_cell(dim, cfg.kmeans_iterations, cfg.seed), FINE_CENTROIDS)
     lake.merge_insert(BALANCE_CENTROIDS, fine.select(
         F.lit(version).alias("version"), F.lit("fine").alias("level"), "cell",
@@ -141,15 +165,20 @@ def assign_images(lake: Lake, images: DataFrame, version: str, coarse: np.ndarra
     """(image_id, cluster_id, centroid_score): nearest fine centroid within the `coarse_probe` nearest cells.
 
     Cells' images and fine centroids meet in cogroup tasks keyed by (cell, chunk); a cell with more probed
-    images than `max_images_per_task` is split into chunks by id hash, its centroids copied to each."""
+    images than `max_images_per_task` (a 4-sigma bound estimated from a hash sample) is split into chunks
+    by id hash, its centroids copied to each. Both sides are hash-partitioned alike into partitions of at
+    most `rows_per_partition` probed rows, so the cogroup adds no shuffle of its own."""
     k1, dim = coarse.shape
-    probed = images.select("image_id", "embedding").mapInArrow(probe_cells(coarse, cfg.coarse_probe), PROBED)
-    counts = count_by_cell(probed)
-    chunks = {c: int(math.ceil(n / cfg.max_images_per_task)) for c, n in counts.items()}
+    n_images = images.count()
+    upper = sample_cell_counts(coarse_sample(images, n_images, k1, cfg), coarse, n_images, cfg.coarse_probe, z=4.0)
+    chunks = {c: int(math.ceil(n / cfg.max_images_per_task)) for c, n in upper.items()}
     n_chunks = per_cell_lookup(chunks, k1, 1)
-    probed = probed.withColumn("chunk", F.pmod(F.xxhash64("image_id", F.lit(cfg.seed + 3)), n_chunks).cast("int"))
+    parts = shuffle_partitions(lake.spark, n_images * min(cfg.coarse_probe, k1), cfg)
+    probed = (images.select("image_id", "embedding").mapInArrow(probe_cells(coarse, cfg.coarse_probe), PROBED)
+              .withColumn("chunk", F.pmod(F.xxhash64("image_id", F.lit(cfg.seed + 3)), n_chunks).cast("int"))
+              .repartition(parts, "cell", "chunk"))
     fine = (centroids_of(lake, version, "fine").select("cell", "cluster_id", "centroid")
-            .withColumn("chunk", F.explode(F.sequence(F.lit(0), n_chunks - 1))))
+            .withColumn("chunk", F.explode(F.sequence(F.lit(0), n_chunks - 1))).repartition(parts, "cell", "chunk"))
     matched = (probed.groupBy("cell", "chunk").cogroup(fine.groupBy("cell", "chunk"))
                .applyInArrow(assign_fine(dim), FINE_ASSIGNED))
     best = matched.groupBy("image_id").agg(F.max(F.struct("score", "cluster_id")).alias("b"))
