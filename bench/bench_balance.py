@@ -167,7 +167,8 @@ def main():
         t = time.perf_counter()
         write_vectors(path, n, args.dim, args.chunk, seed=n % 9973)
         print(f"n={n} data ready in {time.perf_counter() - t:.1f}s", flush=True)
-        banded = (spark.read.parquet(path).withColumn("similarity", F.lit(0.5).cast("float"))
+        banded = (spark.read.parquet(path).withColumn("request_hash", F.lit("bench"))
+                  .withColumn("similarity", F.lit(0.5).cast("float"))
                   .withColumn("drop_reason", F.lit(None).cast("string")))
         lake = Lake(spark, LakeConfig(root=f"{work}/lake{n}"))
         version = f"v{n}-{time.time_ns()}"
