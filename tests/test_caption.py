@@ -64,7 +64,7 @@ def seed_lake(spark, lake, extra: dict | None = None):
 
 
 def _overrides(root, model, *more):
-    return [f"lake.root={root}", f"caption.model={model}", "caption.batch_size=2", "caption.commit_batch_size=2",
+    return [f"lake.root={root}", f"caption.model={model}", "caption.batch_size=2", "caption.commit_batch_size=4",
             "caption.num_beams=2", "caption.max_new_tokens=8", "spark.shuffle_partitions=2", *more]
 
 
@@ -78,11 +78,20 @@ def _captions(lake, model_id):
     return {r.image_id: r for r in lake.read(CAPTIONS).where(F.col("model_id") == model_id).collect()}
 
 
-def test_stage_captions_every_eligible_image_once_and_again_for_a_changed_model(spark, tmp_path, tiny, tiny_other):
-    cfg = load_config(overrides=_overrides(tmp_path, tiny))
+@pytest.fixture(scope="module")
+def captioned(spark, tmp_path_factory, tiny):
+    """One caption run over the seeded lake; the tests below continue on it in file order (each stage run
+    is one test, so each stays within the per-test timeout on a loaded machine)."""
+    root = tmp_path_factory.mktemp("caption-lake")
+    cfg = load_config(overrides=_overrides(root, tiny))
     lake = Lake(spark, cfg.lake)
     seed_lake(spark, lake)
     caption_stage.run(spark, cfg, "c1")
+    return root, cfg, lake
+
+
+def test_every_eligible_image_gets_the_model_caption(spark, captioned, tiny):
+    _, cfg, lake = captioned
     counters, rows_in = _counters(spark, lake, "c1")
     model_id = caption_stage.captioner_id(cfg.caption)
     assert model_id.startswith(tiny + "#")
@@ -101,32 +110,40 @@ def test_stage_captions_every_eligible_image_once_and_again_for_a_changed_model(
     assert counters["dropped:undecodable"] == 1 and counters["no_image_bytes"] == 1
     assert rows_in == 8
     assert {r.params for r in stored.values()} == {caption_stage.generation_params(cfg.caption)}
-    # Bounded commits: 7 images at commit_batch_size 2 were written in 4 appends.
-    appends = lake.history(CAPTIONS).where("operation = 'WRITE'").count()
-    assert appends == 4
+    # Bounded commits: 7 images at commit_batch_size 4 were written in 2 appends.
+    assert lake.history(CAPTIONS).where("operation = 'WRITE'").count() == 2
 
-    # Rerun: nothing is captioned twice.
+
+def test_rerun_captions_nothing(spark, captioned):
+    _, cfg, lake = captioned
     caption_stage.run(spark, cfg, "c2")
     counters, rows_in = _counters(spark, lake, "c2")
     # Only img7 is looked at again: it has no bytes yet, so it was never stored and waits for them.
     assert rows_in == 1 and counters["no_image_bytes"] == 1
     assert counters["requests_to_model"] == 0 and lake.read(CAPTIONS).count() == 7
 
-    # A new image with bytes already captioned takes the stored caption, without the model.
+
+def test_a_new_image_with_known_bytes_takes_the_stored_caption(spark, captioned):
+    _, cfg, lake = captioned
     seed_lake(spark, lake, {"img9": BYTES["img1"]})
     caption_stage.run(spark, cfg, "c3")
     counters, rows_in = _counters(spark, lake, "c3")
     assert rows_in == 2 and counters["reused_captions"] == 1 and counters["requests_to_model"] == 0
-    assert _captions(lake, model_id)["img9"].caption == stored["img1"].caption
+    stored = _captions(lake, caption_stage.captioner_id(cfg.caption))
+    assert stored["img9"].caption == stored["img1"].caption
 
-    # A changed generation setting captions again (new request hashes), the old rows stay.
-    beams = load_config(overrides=_overrides(tmp_path, tiny, "caption.num_beams=1"))
+
+def test_a_changed_setting_captions_again(spark, captioned, tiny):
+    root, _, lake = captioned
+    beams = load_config(overrides=_overrides(root, tiny, "caption.num_beams=1"))
     caption_stage.run(spark, beams, "c4")
     counters, _ = _counters(spark, lake, "c4")
-    assert counters["requests_to_model"] == 6 and lake.read(CAPTIONS).count() == 16
+    assert counters["requests_to_model"] == 6 and lake.read(CAPTIONS).count() == 16   # the old rows stay
 
-    # Another model captions everything again under its own id.
-    other = load_config(overrides=_overrides(tmp_path, tiny_other))
+
+def test_another_model_captions_again(spark, captioned, tiny_other):
+    root, _, lake = captioned
+    other = load_config(overrides=_overrides(root, tiny_other))
     caption_stage.run(spark, other, "c5")
     counters, _ = _counters(spark, lake, "c5")
     assert counters["requests_to_model"] == 6
