@@ -49,7 +49,8 @@ def rate(path: str, images: list[bytes], batch_size: int, beams: int, max_new_to
         t0 = time.perf_counter()
         out = pd.concat(list(body(iter([frame]))))
         best = min(best, time.perf_counter() - t0)
-        assert len(out) == len(images) and out["drop_reason"].isna().all()
+        # Random weights may end a caption at once (drop_reason empty_caption): still one generate() row.
+        assert len(out) == len(images) and out["drop_reason"].isin([None, "empty_caption"]).all()
     return len(images) / best
 
 
