@@ -22,6 +22,9 @@ DEMO_OVERRIDES = [
     "balance.images_per_cluster=24",
     # GPT-2-large cannot be downloaded without a hub: the perplexity rule is skipped (and reported so).
     "sentence_filter.perplexity_on_missing_model=skip",
+    # The captioner (BLIP base by default) runs where its weights can be had; offline it captions nothing,
+    # says so in the run log, and generate takes alt text, else a phrase from the top tag.
+    "caption.on_missing_model=fallback",
     # The rewrite runs the bundled SmolLM2-135M-Instruct on the CPU (a few tokens/s per core): 8 images
     # per run get model-written syn_text; each rerun rewrites 8 more.
     "generate.max_requests_per_run=8",

@@ -236,6 +236,28 @@ class GenerateConfig(_Section):
         return value
 
 
+class CaptionConfig(_Section):
+    """Captioner stage: any Hugging Face image-to-text model (BLIP, GIT, Florence-2, VisionEncoderDecoder)."""
+    # A Hugging Face id or a local directory; null = no captioner (every image takes the fallback).
+    model: Optional[str] = "Salesforce/blip-image-captioning-base"
+    # Weights neither in a local directory, nor in the hub cache, nor downloadable: fail, or caption nothing
+    # and let every image take the fallback (the run log says so).
+    on_missing_model: Literal["fail", "fallback"] = "fail"
+    trust_remote_code: bool = False
+    # Text prefix some captioners take (Florence-2: "<CAPTION>"; BLIP conditional: "a photography of").
+    prompt: Optional[str] = None
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(30, ge=1)
+    num_beams: int = Field(3, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    torch_threads: Optional[int] = Field(None, ge=1)
+    commit_batch_size: int = Field(20_000, ge=1)
+    # Caption of an image without a model caption, first that applies: alt_text (the image's alt text),
+    # tags (a phrase from its top tag); none left: an empty caption.
+    fallback: list[Literal["alt_text", "tags"]] = Field(default_factory=lambda: ["alt_text", "tags"])
+
+
 class BalanceConfig(_Section):
     similarity_min: float = Field(0.51, ge=-1.0, le=1.0)
     similarity_max: float = Field(0.61, ge=-1.0, le=1.0)
@@ -283,6 +305,7 @@ class RealSynConfig(_Section):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     funnel: FunnelConfig = Field(default_factory=FunnelConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)

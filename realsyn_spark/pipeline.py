@@ -10,8 +10,8 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.runlog import StageRun, new_run_id
-from realsyn_spark.stages import balance, dedup, embed, export, extract, fetch, funnel, generate, ingest, retrieve
-from realsyn_spark.tables import (ALL_TABLES, BALANCE_CENTROIDS, BALANCED, CENTROIDS, DATASET, DOCUMENTS, FUNNEL,
+from realsyn_spark.stages import balance, caption, dedup, embed, export, extract, fetch, funnel, generate, ingest, retrieve
+from realsyn_spark.tables import (ALL_TABLES, BALANCE_CENTROIDS, BALANCED, CAPTIONS, CENTROIDS, DATASET, DOCUMENTS, FUNNEL,
                                   GENERATION_CACHE, IMAGE_BLOBS,
                                   IMAGE_EMBEDDINGS, IMAGE_HASHES, IMAGES, INGEST_ERRORS, INGESTED_SOURCES,
                                   RETRIEVALS, RUN_LOG, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCE_SCORES,
@@ -45,7 +45,8 @@ DECLARATIONS: tuple[StageSpec, ...] = (
     StageSpec("funnel", funnel.run, (IMAGES, SENTENCES), (FUNNEL,)),
     StageSpec("retrieve", retrieve.run, (IMAGES, SENTENCES, IMAGE_EMBEDDINGS, SENTENCE_EMBEDDINGS),
               (CENTROIDS, RETRIEVALS)),
-    StageSpec("generate", generate.run, (RETRIEVALS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS),
+    StageSpec("caption", caption.run, (IMAGES, IMAGE_BLOBS), (CAPTIONS,)),
+    StageSpec("generate", generate.run, (RETRIEVALS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS, CAPTIONS),
               (GENERATION_CACHE, SYNTHETIC_TEXTS)),
     StageSpec("balance", balance.run, (SYNTHETIC_TEXTS, IMAGES, IMAGE_EMBEDDINGS),
               (SYNTHETIC_EMBEDDINGS, BALANCED, BALANCE_CENTROIDS)),

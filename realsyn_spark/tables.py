@@ -100,6 +100,14 @@ RETRIEVALS = TableSpec("retrievals", _schema(
     ("cluster_id", I, False), ("centroid_version", S, False), ("run_id", S, False),
 ), ("image_id", "rank"), "top-k realistic sentences per image")
 
+CAPTIONS = TableSpec("captions", _schema(
+    ("image_id", S, False), ("request_hash", S, False), ("model_id", S, False), ("params", S, False),
+    ("content_id", S, False), ("caption", S, True), ("drop_reason", S, True), ("run_id", S, False),
+    ("created_at", TS, False),
+), ("image_id", "request_hash"), "captioner output per image, keyed by request_hash = hash(model id, generation "
+   "params, image content id): a request found here is never captioned again; drop_reason is set (undecodable, "
+   "model_error, empty_caption) where no caption came out")
+
 SYNTHETIC_TEXTS = TableSpec("synthetic_texts", _schema(
     ("image_id", S, False), ("request_hash", S, False), ("syn_text", S, False), ("caption", S, True),
     ("tags", T.ArrayType(S, True), True), ("generator", S, False), ("run_id", S, False),
@@ -171,7 +179,7 @@ FUNNEL = TableSpec("funnel", _schema(
 ), ("modality", "step_index", "rule"), "Real-World Data Extraction funnel: rows per step and rule beside the paper's")
 
 ALL_TABLES = (DOCUMENTS, INGESTED_SOURCES, INGEST_ERRORS, IMAGE_BLOBS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS,
-              SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, SYNTHETIC_TEXTS, GENERATION_CACHE, SYNTHETIC_EMBEDDINGS,
+              SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, CAPTIONS, SYNTHETIC_TEXTS, GENERATION_CACHE, SYNTHETIC_EMBEDDINGS,
               BALANCED, BALANCE_CENTROIDS, DATASET, RUN_LOG,
               IMAGE_HASHES, SENTENCE_SCORES, SEMANTIC_DUPLICATES, FUNNEL)
 

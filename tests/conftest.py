@@ -27,6 +27,7 @@ def tiny_overrides(lake_root: str | Path, corpus: str | Path | None = None) -> l
         "retrieval.sentences_per_cluster=60", "balance.images_per_cluster=8",
         "balance.similarity_min=-1.0", "balance.similarity_max=1.0",
         "generate.backend=template",   # the model backends have their own tests (tests/test_generate*.py)
+        "caption.model=null",          # no captioner weights offline; the stage has its own test (test_caption.py)
     ]
     overrides += perplexity_overrides()   # tiny random-weight GPT-2 for the perplexity rule
     if corpus is not None:

@@ -1,6 +1,6 @@
 """Stage 5: Image Semantic Augmented Generation (an LLM rewrites text1 with the caption and tags).
 
-For every image with retrievals: caption (alt text, else a phrase from the top tag; OFA in the paper), tags
+For every image with retrievals: caption (the captioner stage's, else `caption.fallback`; OFA in the paper), tags
 (prompt-ensembled zero-shot CLIP over a tag vocabulary; RAM++ in the paper) and the top retrieved sentence
 fill the paper's prompt; the configured backend writes `syn_text`. Every request is keyed by
 `request_hash` = hash(model id, sampling parameters, prompt) in the `generation_cache` table: a request
@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import GenerateConfig, RealSynConfig
 from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.stages.caption import caption_with_fallback, model_captions
 from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
 from realsyn_spark.stages.retrieve import kept_image_vectors
 from realsyn_spark.tables import GENERATION_CACHE, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
@@ -78,10 +79,10 @@ def generation_requests(lake: Lake, cfg: RealSynConfig) -> DataFrame:
         tagged = top1.withColumn("tags", empty_tags())
     tagged = tagged.withColumn("tags", F.coalesce("tags", empty_tags()))
     top_tag = F.try_element_at("tags", F.lit(1))
-    caption = F.coalesce("alt", F.concat(F.lit("a photo showing a "), top_tag), F.lit(""))
-    source = F.when(F.col("alt").isNotNull(), "alt").when(top_tag.isNotNull(), "tags").otherwise("none")
+    # The captioner stage's caption, else caption.fallback (alt text, a phrase from the top tag), else "".
+    caption, source = caption_with_fallback(cfg.caption.fallback, F.col("model_caption"), F.col("alt"), top_tag)
     template = spark_template(cfg.generate.prompt_template or PROMPT_TEMPLATE)
-    return (tagged.join(alt, "image_id")
+    return (tagged.join(alt, "image_id").join(model_captions(lake, cfg), "image_id", "left")
             .withColumn("caption", caption).withColumn("caption_source", source)
             .withColumn("prompt", F.format_string(template, "raw_text", "caption", F.array_join("tags", ", ")))
             .select("image_id", "raw_text", "caption", "caption_source", "tags", "prompt"))
