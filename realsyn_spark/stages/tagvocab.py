@@ -136,6 +136,14 @@ def ensure_tag_embeddings(lake: Lake, cfg: RealSynConfig, version: str, tags: li
     have = (lake.read(TAG_EMBEDDINGS).where((F.col("version") == version) & (F.col("model_id") == model))
             .select("tag"))
     todo = lake.spark.createDataFrame([(t,) for t in tags], "tag string").join(have, "tag", "left_anti")
+    # A tag's vector depends on the tag and the model only: one stored under another version is reused.
+    known = (lake.read(TAG_EMBEDDINGS).where(F.col("model_id") == model).dropDuplicates(["tag"])
+             .select("tag", "embedding").join(todo, "tag"))
+    if not known.isEmpty():
+        lake.append(TAG_EMBEDDINGS, known.withColumn("version", F.lit(version)).withColumn("model_id", F.lit(model))
+                    .withColumn("run_id", F.lit(run_id)))
+        todo = todo.join(lake.read(TAG_EMBEDDINGS).where((F.col("version") == version) & (F.col("model_id") == model))
+                         .select("tag"), "tag", "left_anti")
     n = todo.count()
     if n == 0:
         return 0
