@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 from realsyn_spark.config import ConfigError, load_config
@@ -27,6 +28,10 @@ DEMO_OVERRIDES = [
     "generate.max_requests_per_run=8",
     "generate.max_new_tokens=64",
     f"generate.prompt_template='{SMALL_MODEL_PROMPT}'",
+    # Tag vocabulary: the project's 266 scene/object tags as the base (ImageNet + COCO, 1,259 tags, cost
+    # minutes of CLIP text encoding on a CPU) plus up to 734 noun phrases mined from the sample's sentences.
+    f"tagger.base_vocabulary_path={resources.files('realsyn_spark').joinpath('resources/tags.txt')}",
+    "tagger.vocabulary_size=1000",
 ]
 
 

@@ -51,6 +51,8 @@ def image_tags(lake: Lake, cfg: RealSynConfig, clip_model_id: str, run_id: str) 
     version = tag_vocabulary_version(lake, cfg, run_id)
     tagvocab.ensure_tag_embeddings(lake, cfg, version, tagvocab.vocabulary_tags(lake, version), run_id)
     names, matrix = tagvocab.tag_matrix(lake, cfg, version)
+    if not names:   # an empty vocabulary (empty base file, nothing mined): no tags, captions fall back
+        return lake.spark.createDataFrame([], "image_id string, tags array<string>")
     # 8,000 x 512 float32 = 16 MB: in the closure by default, a file read once per worker past the limit.
     shipped = ship(matrix, lake.root, cfg.spark.closure_max_bytes, "tag-matrix")
     n_tags, floor = cfg.generate.tags_per_image, cfg.generate.tag_min_score
