@@ -160,6 +160,3 @@ def test_one_syn_text_per_retrieved_text(spark, tmp_path):
     assert lake.read(GENERATION_CACHE).count() == 4 and first.counters["requests_answered"] == 4
     again = generate.run(spark, cfg, "k2")
     assert again.rows_in == 0 and again.counters["requests_answered"] == 0
-    # Back to the default: text1's rewrites are already settled.
-    plain = generate.run(spark, config(tmp_path, "generate.tags_per_image=0"), "k3")
-    assert plain.rows_in == 0 and lake.read(SYNTHETIC_TEXTS).count() == 2
