@@ -1,11 +1,14 @@
 """Rewrite throughput of the bundled SmolLM2-135M-Instruct on this CPU: batched vs one request at a time,
 and in-process vs through an OpenAI-compatible HTTP server on 127.0.0.1 (serving the same model).
 
-    PYTHONPATH=$PWD python bench/bench_generate.py [--n 4] [--max-new-tokens 32]
+    PYTHONPATH=$PWD python bench/bench_generate.py [--n 4] [--max-new-tokens 32] [--cache]
 
 Figures printed: rewrites/s, completion tokens/s, the batched/one-at-a-time ratio, and the HTTP overhead.
-The cache figures (a rerun sends 0 requests; a one-word change resends only its row) are asserted by
-tests/test_generate.py::test_openai_backend_cache_rerun_and_changed_prompt.
+The "server" is a stdlib ThreadingHTTPServer on 127.0.0.1 serving /v1/chat/completions from the same
+in-process SmolLM2 (serially, like a single-slot llama.cpp server): llama-cpp-python is a source-only
+package that compiles llama.cpp at install time, so no prebuilt OpenAI-compatible server comes from PyPI.
+`--cache` also runs the generate stage (openai backend -> that server, local[2] Spark) three times over
+`--n` images: first run, rerun (requests sent: 0), one word of one sentence changed (requests sent: 1).
 """
 from __future__ import annotations
 
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", action="store_true")
     args = parser.parse_args()
     cfg = GenerateConfig(max_new_tokens=args.max_new_tokens, batch_size=args.n, device="cpu",
                          torch_threads=args.threads)
@@ -88,11 +92,53 @@ def main() -> None:
         results[name] = seconds
         print(f"{name:<60} {args.n / seconds:6.3f} rewrites/s  {tokens / seconds:6.1f} tokens/s  "
               f"({tokens} tokens, {seconds:.1f}s)")
+    if args.cache:
+        cache_runs(url, args)
     httpd.shutdown()
     names = list(results)
     print(f"batched / one-at-a-time speed-up: {results[names[0]] / results[names[1]]:.2f}x")
     print(f"through the server / in-process one-at-a-time: {results[names[2]] / results[names[0]]:.2f}x the time")
     print("sample:", repr(out[0].text))
+
+
+def cache_runs(url: str, args) -> None:
+    """Requests the generate stage sends: first run, rerun, after a one-word change of one sentence."""
+    import tempfile
+
+    from realsyn_spark.config import load_config
+    from realsyn_spark.session import local_session_builder
+    from realsyn_spark.stages import generate
+    from realsyn_spark.tables import IMAGES, RETRIEVALS, SENTENCES, Lake
+
+    root = tempfile.mkdtemp(prefix="bench-generate-")
+    cfg = load_config(overrides=[f"lake.root={root}", "generate.backend=openai", f"generate.base_url={url}",
+                                 "generate.model=smollm2", f"generate.max_new_tokens={args.max_new_tokens}",
+                                 "generate.tags_per_image=0", "spark.shuffle_partitions=2"])
+    spark = local_session_builder(cfg, master="local[2]").getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    lake = Lake(spark, cfg.lake)
+    n = args.n
+
+    def seed(raws):
+        images = [(f"img{i}", "doc", i, f"http://x/{i}.jpg", CAPTIONS[i % 6], None, 200, 200, None, None, "r")
+                  for i in range(n)]
+        lake.overwrite(IMAGES, spark.createDataFrame(images, IMAGES.schema))
+        sentences = [(f"s{i}", "doc", i, 0, t, len(t.split()), None, None, "r") for i, t in enumerate(raws)]
+        lake.overwrite(SENTENCES, spark.createDataFrame(sentences, SENTENCES.schema))
+        lake.overwrite(RETRIEVALS, spark.createDataFrame([(f"img{i}", 1, f"s{i}", 0.5, 0, "v", "r") for i in range(n)],
+                                                         RETRIEVALS.schema))
+
+    raws = [f"{RAWS[i % 6]} (photo {i})" for i in range(n)]
+    seed(raws)
+    for label, change in (("first run", None), ("rerun", None), ("one word of one sentence changed", 0)):
+        if change is not None:
+            raws[change] = raws[change].replace("fresh", "ripe")
+            seed(raws)
+        t0 = time.perf_counter()
+        c = generate.run(spark, cfg, label.replace(" ", "-")).counters
+        print(f"generate stage, {label:<34} requests sent {c['requests_answered']:>3}  cache hits "
+              f"{c['cache_hits']:>3}  of {n} images  ({time.perf_counter() - t0:.1f}s)")
+    spark.stop()
 
 
 if __name__ == "__main__":

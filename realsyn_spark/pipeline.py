@@ -10,12 +10,14 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.runlog import StageRun, new_run_id
-from realsyn_spark.stages import balance, caption, dedup, embed, export, extract, fetch, funnel, generate, ingest, retrieve
+from realsyn_spark.stages import (balance, caption, dedup, embed, export, extract, fetch, funnel, generate, ingest,
+                                  retrieve, tagvocab)
 from realsyn_spark.tables import (ALL_TABLES, BALANCE_CENTROIDS, BALANCED, CAPTIONS, CENTROIDS, DATASET, DOCUMENTS, FUNNEL,
                                   GENERATION_CACHE, IMAGE_BLOBS,
                                   IMAGE_EMBEDDINGS, IMAGE_HASHES, IMAGES, INGEST_ERRORS, INGESTED_SOURCES,
                                   RETRIEVALS, RUN_LOG, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCE_SCORES,
-                                  SENTENCES, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, TableSpec, Lake)
+                                  SENTENCES, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, SYNTHETIC_TEXTS_PER_RANK,
+                                  SENTENCE_PHRASES, TAG_EMBEDDINGS, TAG_VOCABULARY, TableSpec, Lake)
 
 log = logging.getLogger("realsyn")
 
@@ -46,8 +48,11 @@ DECLARATIONS: tuple[StageSpec, ...] = (
     StageSpec("retrieve", retrieve.run, (IMAGES, SENTENCES, IMAGE_EMBEDDINGS, SENTENCE_EMBEDDINGS),
               (CENTROIDS, RETRIEVALS)),
     StageSpec("caption", caption.run, (IMAGES, IMAGE_BLOBS), (CAPTIONS,)),
-    StageSpec("generate", generate.run, (RETRIEVALS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS, CAPTIONS),
-              (GENERATION_CACHE, SYNTHETIC_TEXTS)),
+    # tag vocabulary: base list + noun phrases mined from the kept sentences, and its CLIP text embeddings
+    StageSpec("tagvocab", tagvocab.run, (SENTENCES,), (SENTENCE_PHRASES, TAG_VOCABULARY, TAG_EMBEDDINGS)),
+    StageSpec("generate", generate.run, (RETRIEVALS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS, CAPTIONS, TAG_VOCABULARY,
+                                         TAG_EMBEDDINGS),
+              (GENERATION_CACHE, SYNTHETIC_TEXTS, SYNTHETIC_TEXTS_PER_RANK)),
     StageSpec("balance", balance.run, (SYNTHETIC_TEXTS, IMAGES, IMAGE_EMBEDDINGS),
               (SYNTHETIC_EMBEDDINGS, BALANCED, BALANCE_CENTROIDS)),
     StageSpec("export", export.run, (BALANCED, IMAGES, IMAGE_BLOBS, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS),

@@ -120,6 +120,29 @@ GENERATION_CACHE = TableSpec("generation_cache", _schema(
 ), ("request_hash",), "every answered rewrite request, keyed by hash(model id, sampling params, prompt): "
    "a request found here is never sent again; drop_reason is set for outputs that failed the checks")
 
+SYNTHETIC_TEXTS_PER_RANK = TableSpec("synthetic_texts_per_rank", _schema(
+    ("image_id", S, False), ("rank", I, False), ("sentence_id", S, False), ("request_hash", S, False),
+    ("syn_text", S, False), ("generator", S, False), ("run_id", S, False),
+), ("image_id", "rank"), "generate.per_retrieved_text: one synthetic text per retrieved text (the paper's "
+   "T_s^k ablation); rank 1 is the row of synthetic_texts")
+
+SENTENCE_PHRASES = TableSpec("sentence_phrases", _schema(
+    ("sentence_id", S, False), ("parser", S, False), ("phrases", T.ArrayType(S, True), False),
+    ("run_id", S, False),
+), ("sentence_id", "parser"), "candidate tag phrases per kept sentence (lemmatised spaCy noun chunks), "
+   "parsed once per sentence and parser")
+
+TAG_VOCABULARY = TableSpec("tag_vocabulary", _schema(
+    ("version", S, False), ("tag", S, False), ("source", S, False), ("rank", I, False),
+    ("sentence_count", L, True), ("created_at", TS, False), ("run_id", S, False),
+), ("version", "tag"), "tag vocabulary versions (version = hash of the ordered tags; the newest created_at "
+   "is current): base list (source base) plus mined noun phrases (source mined, with their sentence counts)")
+
+TAG_EMBEDDINGS = TableSpec("tag_embeddings", _schema(
+    ("version", S, False), ("model_id", S, False), ("tag", S, False), ("embedding", T.ArrayType(F, True), False),
+    ("run_id", S, False),
+), ("version", "model_id", "tag"), "prompt-ensembled CLIP text embeddings of a vocabulary version, once per model")
+
 SYNTHETIC_EMBEDDINGS = TableSpec("synthetic_embeddings", _schema(
     ("request_hash", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, True), False),
     ("run_id", S, False),
@@ -181,7 +204,8 @@ FUNNEL = TableSpec("funnel", _schema(
 ALL_TABLES = (DOCUMENTS, INGESTED_SOURCES, INGEST_ERRORS, IMAGE_BLOBS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS,
               SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, CAPTIONS, SYNTHETIC_TEXTS, GENERATION_CACHE, SYNTHETIC_EMBEDDINGS,
               BALANCED, BALANCE_CENTROIDS, DATASET, RUN_LOG,
-              IMAGE_HASHES, SENTENCE_SCORES, SEMANTIC_DUPLICATES, FUNNEL)
+              IMAGE_HASHES, SENTENCE_SCORES, SEMANTIC_DUPLICATES, FUNNEL,
+              SYNTHETIC_TEXTS_PER_RANK, SENTENCE_PHRASES, TAG_VOCABULARY, TAG_EMBEDDINGS)
 
 
 def schema_ddl(schema: T.StructType) -> str:

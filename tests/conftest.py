@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tests.tiny_gpt2 import perplexity_overrides  # noqa: E402
 
 TINY_CLIP = str(resources.files("realsyn_spark").joinpath("resources/tiny-clip.json"))
+TAGS_TXT = str(resources.files("realsyn_spark").joinpath("resources/tags.txt"))
 
 
 def tiny_overrides(lake_root: str | Path, corpus: str | Path | None = None) -> list[str]:
@@ -28,6 +29,9 @@ def tiny_overrides(lake_root: str | Path, corpus: str | Path | None = None) -> l
         "balance.similarity_min=-1.0", "balance.similarity_max=1.0",
         "generate.backend=template",   # the model backends have their own tests (tests/test_generate*.py)
         "caption.model=null",          # no captioner weights offline; the stage has its own test (test_caption.py)
+        # The project's 266-tag list as the base (not ImageNet + COCO, 1,259 tags x 6 prompts through CLIP),
+        # room for mined phrases on top of it.
+        f"tagger.base_vocabulary_path={TAGS_TXT}", "tagger.vocabulary_size=400",
     ]
     overrides += perplexity_overrides()   # tiny random-weight GPT-2 for the perplexity rule
     if corpus is not None:

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "databricks.yml"
 EMR = REPO / "deploy" / "emr"
 # Stages that load a model and belong on GPU compute.
-GPU_STAGES = {"embed", "caption", "generate"}
+GPU_STAGES = {"embed", "caption", "tagvocab", "generate"}
 BUNDLE_SECTIONS = {"bundle", "variables", "artifacts", "resources", "targets", "include", "workspace", "sync",
                    "permissions", "presets", "run_as", "experimental", "python", "scripts", "git"}
 

@@ -400,31 +400,3 @@ def template_texts():
                                 "drop_reason": [None] * len(texts), "attempts": [0] * len(texts),
                                 "completion_tokens": [0] * len(texts)})
     return run
-
-
-# ------------------------------------------------------------------------------------------------ tagger
-TAG_PROMPTS = ("a photo of a {}.", "a photo of the {}.", "a close-up photo of a {}.", "a picture of a {}.",
-               "a photo of many {}.", "a cropped photo of a {}.")
-
-
-def zero_shot_tags(names, matrix, n_tags: int, min_score: float | None):
-    """mapInPandas body: (image_id, embedding) -> (image_id, tags): the vocabulary entries whose
-    prompt-ensembled CLIP text embedding is nearest the image, top-k above an optional floor (a stand-in
-    for RAM++). `names`/`matrix` travel in the closure (a few MB for 8k tags), no broadcast variable."""
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import numpy as np
-
-        from udfs.retrieval import stack, top_k_indices
-
-        vocab = np.asarray(names)
-        for frame in batches:
-            if frame.empty:
-                continue
-            scores = stack(frame["embedding"]) @ matrix.T
-            best = top_k_indices(scores, n_tags)
-            tags = []
-            for row, idx in zip(scores, best):
-                keep = [i for i in idx if min_score is None or row[i] >= min_score]
-                tags.append(list(vocab[keep]))
-            yield pd.DataFrame({"image_id": frame["image_id"].to_numpy(), "tags": tags})
-    return run

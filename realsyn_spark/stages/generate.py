@@ -12,47 +12,57 @@ from __future__ import annotations
 
 import json
 import math
-from importlib import resources
-from pathlib import Path
 
-import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import GenerateConfig, RealSynConfig
 from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.sparkutil import ship
+from realsyn_spark.stages import tagvocab
 from realsyn_spark.stages.caption import caption_with_fallback, model_captions
-from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
+from realsyn_spark.stages.embed import current_model_id
 from realsyn_spark.stages.retrieve import kept_image_vectors
-from realsyn_spark.tables import GENERATION_CACHE, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
-from udfs.clip_embed import load_clip
-from udfs.generate import (GENERATED_SCHEMA, PROMPT_TEMPLATE, TAG_PROMPTS, api_key, generate_texts, model_id,
-                           sampling_params, template_texts, zero_shot_tags)
+from realsyn_spark.tables import (GENERATION_CACHE, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS,
+                                  SYNTHETIC_TEXTS_PER_RANK, Lake)
+from udfs.generate import (GENERATED_SCHEMA, PROMPT_TEMPLATE, api_key, generate_texts, model_id, sampling_params,
+                           template_texts)
+from udfs.tagger import ClipZeroShotTagger, tag_images
 
 def empty_tags() -> F.Column:
     return F.array().cast("array<string>")
 
 
-def tag_vocabulary(path: str | None) -> list[str]:
-    text = Path(path).read_text() if path else \
-        resources.files("realsyn_spark").joinpath("resources/tags.txt").read_text()
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+def tag_vocabulary_version(lake: Lake, cfg: RealSynConfig, run_id: str) -> str:
+    """The vocabulary the tagger scores: `generate.tag_vocabulary_path` (a fixed list, stored as its own
+    version) when set, else the tagvocab stage's current version."""
+    if cfg.generate.tag_vocabulary_path:
+        entries = [(t, "base", None) for t in tagvocab.base_vocabulary(cfg.generate.tag_vocabulary_path)]
+        return tagvocab.write_vocabulary(lake, entries, run_id)[0]
+    version = tagvocab.current_version(lake)
+    if version is None:
+        raise RuntimeError("generate.tags_per_image > 0 needs a tag vocabulary: run the tagvocab stage first "
+                           "(or set generate.tags_per_image=0, or generate.tag_vocabulary_path)")
+    return version
 
 
-def tag_matrix(names: list[str], embed_cfg: dict) -> np.ndarray:
-    """Prompt ensembling (CLIP's zero-shot recipe): the mean of each tag's prompt embeddings, renormalised."""
-    bundle = load_clip(embed_cfg)
-    texts = [p.format(n) for n in names for p in TAG_PROMPTS]
-    vectors = bundle.embed_texts(texts, 256).reshape(len(names), len(TAG_PROMPTS), -1).mean(axis=1)
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+def image_tags(lake: Lake, cfg: RealSynConfig, clip_model_id: str, run_id: str) -> DataFrame:
+    """Prompt-ensembled zero-shot CLIP tags per kept image, from the stored tag embeddings of the current
+    vocabulary version (embedded here only if this CLIP model has none yet, i.e. once per model)."""
+    version = tag_vocabulary_version(lake, cfg, run_id)
+    tagvocab.ensure_tag_embeddings(lake, cfg, version, tagvocab.vocabulary_tags(lake, version), run_id)
+    names, matrix = tagvocab.tag_matrix(lake, cfg, version)
+    if not names:   # an empty vocabulary (empty base file, nothing mined): no tags, captions fall back
+        return lake.spark.createDataFrame([], "image_id string, tags array<string>")
+    # 8,000 x 512 float32 = 16 MB: in the closure by default, a file read once per worker past the limit.
+    shipped = ship(matrix, lake.root, cfg.spark.closure_max_bytes, "tag-matrix")
+    n_tags, floor = cfg.generate.tags_per_image, cfg.generate.tag_min_score
 
+    def make_tagger():
+        return ClipZeroShotTagger(names, shipped.value, n_tags, floor)
 
-def image_tags(lake: Lake, cfg: RealSynConfig, clip_model_id: str) -> DataFrame:
-    names = tag_vocabulary(cfg.generate.tag_vocabulary_path)
-    matrix = tag_matrix(names, resolve_embed_config(cfg.embed))
-    return kept_image_vectors(lake, clip_model_id).mapInPandas(
-        zero_shot_tags(names, matrix, cfg.generate.tags_per_image, cfg.generate.tag_min_score),
-        "image_id string, tags array<string>")
+    return kept_image_vectors(lake, clip_model_id).mapInPandas(tag_images(make_tagger),
+                                                               "image_id string, tags array<string>")
 
 
 def spark_template(template: str) -> str:
@@ -68,13 +78,14 @@ def request_hash_column(model: str, sampling: dict, prompt) -> F.Column:
                   256).substr(1, 32)
 
 
-def generation_requests(lake: Lake, cfg: RealSynConfig) -> DataFrame:
-    """(image_id, raw_text, caption, caption_source, tags, prompt) for every image with a top-1 retrieval."""
-    top1 = (lake.read(RETRIEVALS).where("rank = 1").select("image_id", "sentence_id")
+def generation_requests(lake: Lake, cfg: RealSynConfig, run_id: str = "") -> DataFrame:
+    """(image_id, rank, sentence_id, raw_text, caption, caption_source, tags, prompt) for every image with a
+    top-1 retrieval, and for every retrieved rank with generate.per_retrieved_text (T_s^k)."""
+    top1 = (retrieved_texts(lake, cfg.generate.per_retrieved_text).select("image_id", "rank", "sentence_id")
             .join(lake.read(SENTENCES).select("sentence_id", F.col("text").alias("raw_text")), "sentence_id"))
     alt = lake.read(IMAGES).select("image_id", F.nullif(F.trim("alt"), F.lit("")).alias("alt"))
     if cfg.generate.tags_per_image:
-        tagged = top1.join(image_tags(lake, cfg, current_model_id(cfg.embed)), "image_id", "left")
+        tagged = top1.join(image_tags(lake, cfg, current_model_id(cfg.embed), run_id), "image_id", "left")
     else:
         tagged = top1.withColumn("tags", empty_tags())
     tagged = tagged.withColumn("tags", F.coalesce("tags", empty_tags()))
@@ -85,7 +96,13 @@ def generation_requests(lake: Lake, cfg: RealSynConfig) -> DataFrame:
     return (tagged.join(alt, "image_id").join(model_captions(lake, cfg), "image_id", "left")
             .withColumn("caption", caption).withColumn("caption_source", source)
             .withColumn("prompt", F.format_string(template, "raw_text", "caption", F.array_join("tags", ", ")))
-            .select("image_id", "raw_text", "caption", "caption_source", "tags", "prompt"))
+            .select("image_id", "rank", "sentence_id", "raw_text", "caption", "caption_source", "tags", "prompt"))
+
+
+def retrieved_texts(lake: Lake, per_retrieved_text: bool) -> DataFrame:
+    """The retrievals a rewrite is asked for: rank 1 (text1), or every rank."""
+    retrievals = lake.read(RETRIEVALS)
+    return retrievals if per_retrieved_text else retrievals.where("rank = 1")
 
 
 def with_request_hash(requests: DataFrame, g: GenerateConfig) -> DataFrame:
@@ -119,11 +136,11 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     g = cfg.generate
     with stage_run(lake, cfg, run_id, "generate") as stage:
         # Persisted: read twice, for what to send and for which stored texts are still current.
-        requests = with_request_hash(generation_requests(lake, cfg), g).persist()
-        existing = lake.read(SYNTHETIC_TEXTS).select("image_id", "request_hash")
+        requests = with_request_hash(generation_requests(lake, cfg, run_id), g).persist()
+        existing = settled_texts(lake, g.per_retrieved_text)
         # An image whose request was answered but dropped by the checks is settled too: not asked again.
         dropped = lake.read(GENERATION_CACHE).where("drop_reason IS NOT NULL").select("request_hash")
-        todo = (requests.join(existing, ["image_id", "request_hash"], "left_anti")
+        todo = (requests.join(existing, ["image_id", "rank", "request_hash"], "left_anti")
                 .join(dropped, "request_hash", "left_anti").persist())
         stage.rows_in = todo.count()
         for source, n in todo.groupBy("caption_source").count().collect():
@@ -145,10 +162,11 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         # Two concurrent runs could both append one request: the first answer counts.
         results = lake.read(GENERATION_CACHE).select("request_hash", "syn_text", "drop_reason") \
             .dropDuplicates(["request_hash"])
-        written = (todo.select("image_id", "request_hash", "caption", "tags", "generator").join(results.where("drop_reason IS NULL"), "request_hash")
+        written = (todo.select("image_id", "rank", "sentence_id", "request_hash", "caption", "tags", "generator")
+                   .join(results.where("drop_reason IS NULL"), "request_hash")
                    .withColumn("run_id", F.lit(run_id)))
-        lake.upsert(SYNTHETIC_TEXTS, written)
-        withdraw_stale_texts(lake, requests, stage)
+        write_texts(lake, written, g.per_retrieved_text, stage)
+        withdraw_stale_texts(lake, requests, g.per_retrieved_text, stage)
         stage.rows_out = lake.read(SYNTHETIC_TEXTS).count()
         todo.unpersist()
         pending.unpersist()
@@ -156,14 +174,34 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     return stage
 
 
-def withdraw_stale_texts(lake: Lake, requests: DataFrame, stage: StageRun) -> None:
+def settled_texts(lake: Lake, per_retrieved_text: bool) -> DataFrame:
+    """(image_id, rank, request_hash) already written: a request is asked (or looked up) once per row."""
+    if per_retrieved_text:
+        return lake.read(SYNTHETIC_TEXTS_PER_RANK).select("image_id", "rank", "request_hash")
+    return lake.read(SYNTHETIC_TEXTS).select("image_id", F.lit(1).alias("rank"), "request_hash")
+
+
+def write_texts(lake: Lake, written: DataFrame, per_retrieved_text: bool, stage: StageRun) -> None:
+    """Rank 1 into synthetic_texts (what balance and export read); with per_retrieved_text every rank into
+    synthetic_texts_per_rank, keyed by (image_id, rank)."""
+    first = written.where("rank = 1").join(lake.read(SYNTHETIC_TEXTS).select("image_id", "request_hash"),
+                                           ["image_id", "request_hash"], "left_anti")
+    lake.upsert(SYNTHETIC_TEXTS, first)
+    if per_retrieved_text:
+        lake.upsert(SYNTHETIC_TEXTS_PER_RANK, written)
+        stage.count("texts_per_rank", lake.read(SYNTHETIC_TEXTS_PER_RANK).count())
+
+
+def withdraw_stale_texts(lake: Lake, requests: DataFrame, per_retrieved_text: bool, stage: StageRun) -> None:
     """Remove synthetic texts whose request is no longer asked: the image was withdrawn upstream (a later
-    file made it a duplicate) or its top text, caption or tags changed. A full build would not have them."""
-    current = requests.select("image_id", "request_hash")
-    stale = lake.read(SYNTHETIC_TEXTS).join(current, ["image_id", "request_hash"], "left_anti").count()
+    file made it a duplicate) or its retrieved text, caption or tags changed. A full build would not have them."""
+    current = requests.select("image_id", "rank", "request_hash")
+    stale = lake.read(SYNTHETIC_TEXTS).join(current.where("rank = 1"), ["image_id", "request_hash"], "left_anti").count()
     stage.count("texts_withdrawn", stale)
     if stale:
-        lake.delete_absent(SYNTHETIC_TEXTS, current, keys=("image_id", "request_hash"))
+        lake.delete_absent(SYNTHETIC_TEXTS, current.where("rank = 1"), keys=("image_id", "request_hash"))
+    if per_retrieved_text:
+        lake.delete_absent(SYNTHETIC_TEXTS_PER_RANK, current, keys=("image_id", "rank", "request_hash"))
 
 
 def record_counters(stage: StageRun, lake: Lake, run_id: str) -> None:

@@ -1,0 +1,7 @@
+"""spark-submit entry point: `spark-submit jobs/tagvocab.py [--config realsyn.yaml] [--set section.key=value ...]`."""
+import sys
+
+from realsyn_spark.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main([*sys.argv[1:], "tagvocab"]))
