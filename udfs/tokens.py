@@ -38,15 +38,12 @@ def token_counter(kinds: Sequence[str]):
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            parts = []
-            for kind in kinds:
-                part = pd.DataFrame({"image_id": batch["image_id"], "cluster_rank": batch["cluster_rank"],
-                                     "kind": kind, "tokens": token_counts(batch[kind])})
-                parts.append(part[part["tokens"].notna()])
-            out = pd.concat(parts, ignore_index=True)
-            # plain numpy int32 columns (a nullable pandas Int32 arrives at Arrow as a chunked array)
-            out["tokens"] = out["tokens"].astype("int32")
-            out["cluster_rank"] = out["cluster_rank"].astype("int32")
-            yield out
+            ids, ranks = batch["image_id"].tolist(), batch["cluster_rank"].tolist()
+            # Built from Python lists, not by concatenating slices of `batch`: pandas 3's Arrow-backed
+            # strings would concatenate into chunked arrays, which Spark's Arrow writer rejects.
+            rows = [(i, int(r), kind, n) for kind in kinds
+                    for i, r, n in zip(ids, ranks, token_counts(batch[kind].tolist())) if n is not None]
+            out = pd.DataFrame(rows, columns=["image_id", "cluster_rank", "kind", "tokens"])
+            yield out.astype({"cluster_rank": "int32", "tokens": "int32"})
 
     return run
