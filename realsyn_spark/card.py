@@ -311,6 +311,10 @@ def markdown(figures: Sequence[Figure], examples: list[dict], header: str) -> st
     return "\n".join(lines) + "\n"
 
 
+def _num(value) -> Optional[float]:
+    return None if value is None else float(value)
+
+
 def _write(path: str, data: bytes) -> None:
     with open_output(path) as out:
         out.write(data)
@@ -335,7 +339,7 @@ def write_card(lake: Lake, cfg: RealSynConfig, run_id: str, dataset: DataFrame, 
         r["thumbnail"] = thumbnail(r["image_bytes"])
         if r["thumbnail"]:
             _write(f"{folder}/examples/{r['image_id']}.jpg", r["thumbnail"])
-    table = [(f.name, series, key, x, value, paper, f"{f.name}.png", text, run_id)
+    table = [(f.name, series, key, _num(x), _num(value), _num(paper), f"{f.name}.png", text, run_id)
              for f in figures for series, key, x, value, paper, text in f.rows]
     table += [("examples", r["image_id"], "example", float(r["cluster_rank"] or 0),
                float(r["similarity"]) if r.get("similarity") is not None else None, None,

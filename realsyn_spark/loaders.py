@@ -98,7 +98,7 @@ class ParquetImageText(IterableDataset):
 
     def _columns(self) -> list[str]:
         texts = list(TEXT_COLUMNS) if self.text == "random" else [self.text]
-        return ["image_id", "image_bytes", *texts, *[c for c in self.extra_columns if c not in texts]]
+        return list(dict.fromkeys(["image_id", "image_bytes", *texts, *self.extra_columns]))
 
     def __iter__(self) -> Iterator:
         import pyarrow.parquet as pq

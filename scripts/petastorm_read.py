@@ -14,6 +14,10 @@ import argparse
 import io
 import json
 import sys
+import warnings
+
+# petastorm 0.13.1 drives pyarrow 14's legacy dataset API: one FutureWarning per call, none actionable here.
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def decode(data: bytes):
