@@ -281,8 +281,8 @@ def thumbnail(data: bytes) -> Optional[bytes]:
 def _fmt(value) -> str:
     if value is None:
         return "–"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{float(value):.4g}"
     return str(value)
 
 
