@@ -8,6 +8,9 @@ takedown request against any duplicate's URL or page finds the row), and WebData
 (`udfs/shards.py`) for open_clip. Each file export is replaced whole: WebDataset shards are written to a
 staging folder and moved into place once every shard and `sizes.json` exist, so a crash leaves the
 previous export readable and a rerun writes the same bytes.
+
+Files are written per scale in `export.scales` (realsyn_spark/scales.py: each a filter on the cluster
+ranks; `all` at the top level, others in subfolders), then the dataset card (realsyn_spark/card.py).
 """
 from __future__ import annotations
 
