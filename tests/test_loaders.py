@@ -46,24 +46,46 @@ def _train(model, batches_per_epoch, epochs: int):
     return per_epoch
 
 
-def test_tiny_open_clip_trains_on_the_exported_webdataset_shards(exported_lake):
-    from open_clip_train.data import get_wds_dataset
+def _export_shards(folder, n_shards=4):
+    """Shards written by the export's own writer (udfs/shards.py, the mapInPandas body of
+    write_webdataset) from export_lake's rows, without a Spark run."""
+    import pandas as pd
 
-    cfg, *_ = exported_lake
-    folder = Path(cfg.lake.root) / "export" / "webdataset"
-    n_shards = len(json.loads((folder / "sizes.json").read_text()))
+    from tests.export_lake import COLOURS, RGB, _png
+    from udfs.shards import shard_writer
+
+    rows, i = [], 0
+    for cluster, size in enumerate(CLUSTER_SIZES):
+        colour = COLOURS[cluster]
+        for _ in range(size):
+            rows.append({"image_id": f"{i:024x}", "raw_image_url": f"https://example.org/{i}.png",
+                         "image_bytes": _png(RGB[colour], i), "text1": f"a {colour} square number {i}",
+                         "syn_text": f"a photo of a {colour} square", "shard": i % n_shards})
+            i += 1
+    frame = pd.DataFrame(rows).sort_values(["shard", "image_id"])
+    written = next(shard_writer(str(folder), "text1")(iter([frame])))
+    (folder / "sizes.json").write_text(json.dumps({r.name: int(r.samples) for r in written.itertuples()}))
+    return f"{folder}/{{00000..{n_shards - 1:05d}}}.tar"
+
+
+def test_tiny_open_clip_trains_on_the_exported_webdataset_shards(tmp_path):
+    """open_clip's WebDataset pipeline (get_wds_dataset's stages: decode pilrgb, rename jpg;png;.. ->
+    image, txt -> text, preprocess, tokenizer, batch) over the export's shards. Shards are read with
+    webdataset's own tarfile_to_samples: open_clip_train's training-path reader
+    (tarfile_to_samples_nothrow) raises KeyError 'fname' with webdataset 1.0.2."""
+    import webdataset as wds
+    from open_clip_train.data import get_dataset_size
+
+    urls = _export_shards(tmp_path)
+    assert get_dataset_size(urls) == (sum(CLUSTER_SIZES), 4)
     model, preprocess, tokenizer = _tiny_clip()
-    args = argparse.Namespace(train_data=f"{folder}/{{00000..{n_shards - 1:05d}}}.tar", train_num_samples=None,
-                              dataset_resampled=False, train_data_upsampling_factors=None, seed=0,
-                              batch_size=16, workers=0, world_size=1)
-    data = get_wds_dataset(args, preprocess, is_train=True, epoch=0, tokenizer=tokenizer)
-    assert data.dataloader.num_samples >= sum(CLUSTER_SIZES)   # sized from sizes.json
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(urls), wds.shuffle(8, seed=0), wds.tarfile_to_samples(), wds.shuffle(100, seed=0),
+        wds.decode("pilrgb"), wds.rename(image="jpg;png;jpeg;webp", text="txt"),
+        wds.map_dict(image=preprocess, text=lambda text: tokenizer(text)[0]), wds.to_tuple("image", "text"),
+        wds.batched(16, partial=False))
 
-    def batches(epoch):
-        data.set_epoch(epoch)
-        return data.dataloader
-
-    losses = _train(model, batches, epochs=10)
+    losses = _train(model, lambda epoch: pipeline, epochs=10)
     assert losses[-1] < losses[0] - 0.25, losses
 
 
