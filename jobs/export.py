@@ -1,4 +1,4 @@
-"""spark-submit entry point: `spark-submit jobs/export.py [--config realsyn.yaml] [--set section.key=value ...]`."""
+"""spark-submit entry point: `spark-submit jobs/export.py [--config realsyn.yaml] [--set section.key=value ...] [--scale 15M ...]`."""
 import sys
 
 from realsyn_spark.cli import main

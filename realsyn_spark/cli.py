@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one setting, e.g. --set retrieval.top_k=5 (repeatable)")
     parser.add_argument("--run-id", help="run id to record in the run log (default: a new one)")
+    parser.add_argument("--scale", dest="scales", action="append", default=[], metavar="SCALE",
+                        help="scale the export writes (repeatable; sets export.scales): all, a per-cluster cap "
+                             "(20), or a target size (15M: the cap giving the closest size)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, fn in STAGES.items():
         doc = (sys.modules[fn.__module__].__doc__ or "").strip().splitlines()[0]
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.command == "demo":
         overrides = DEMO_OVERRIDES + [f"ingest.input_paths=[{args.corpus}]"] + overrides
+    if args.scales:
+        overrides.append("export.scales=[" + ", ".join(f"'{s}'" for s in args.scales) + "]")
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as exc:

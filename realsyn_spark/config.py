@@ -326,14 +326,49 @@ class BalanceConfig(_Section):
         return self
 
 
+_SIZE_SUFFIXES = {"k": 10 ** 3, "m": 10 ** 6, "b": 10 ** 9}
+
+
+def parse_scale(spec) -> tuple[str, Optional[int], Optional[int]]:
+    """A scale setting -> (name, cap, target): `all` (every image in the similarity band), a per-cluster
+    cap (an integer: 20), or a target size with a k/M/B suffix (15M, 1.5k: the cap whose scale is
+    closest in size is chosen at export time). The name is the export subfolder: all, cap20, 15M."""
+    text = str(spec).strip()
+    if text.lower() == "all":
+        return "all", None, None
+    if text.isdigit():
+        if int(text) < 1:
+            raise ValueError(f"scale cap must be >= 1: {spec!r}")
+        return f"cap{int(text)}", int(text), None
+    suffix = text[-1:].lower()
+    try:
+        target = round(float(text[:-1]) * _SIZE_SUFFIXES[suffix])
+    except (KeyError, ValueError):
+        raise ValueError(f"a scale is 'all', a cap (20) or a size with k/M/B (15M): {spec!r}") from None
+    if target < 1:
+        raise ValueError(f"scale size must be >= 1: {spec!r}")
+    return text, None, target
+
+
 class ExportConfig(_Section):
     formats: list[Literal["delta", "parquet", "webdataset"]] = Field(
         default_factory=lambda: ["delta", "parquet", "webdataset"])
     texts_per_image: int = Field(3, ge=1)
-    scale_cap: Optional[int] = Field(None, ge=1)
+    scales: list[str] = Field(default_factory=lambda: ["all"])
     output_dir: Optional[str] = None
     samples_per_shard: int = Field(10_000, ge=1)
     webdataset_caption: Literal["text1", "syn_text"] = "text1"
+    card: bool = True
+    card_examples: int = Field(8, ge=0)
+
+    @field_validator("scales", mode="before")
+    @classmethod
+    def _scales(cls, value):
+        value = [str(v) for v in (value if isinstance(value, list) else [value])]
+        names = [parse_scale(v)[0] for v in value]
+        if not value or len(set(names)) != len(names):
+            raise ValueError("must be a non-empty list of distinct scales")
+        return value
 
 
 class RealSynConfig(_Section):
@@ -358,8 +393,6 @@ class RealSynConfig(_Section):
     def _cross_section(self):
         if self.export.texts_per_image > self.retrieval.top_k:
             raise ValueError("export.texts_per_image must not exceed retrieval.top_k")
-        if self.export.scale_cap is not None and self.export.scale_cap not in self.balance.caps:
-            raise ValueError("export.scale_cap must be one of balance.caps")
         return self
 
     def fingerprint(self) -> str:

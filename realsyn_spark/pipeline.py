@@ -12,7 +12,7 @@ from realsyn_spark.config import RealSynConfig
 from realsyn_spark.runlog import StageRun, new_run_id
 from realsyn_spark.stages import (balance, caption, dedup, embed, export, extract, fetch, funnel, generate, ingest,
                                   retrieve, tagvocab)
-from realsyn_spark.tables import (ALL_TABLES, BALANCE_CENTROIDS, BALANCED, CAPTIONS, CENTROIDS, DATASET, DOCUMENTS, FUNNEL,
+from realsyn_spark.tables import (ALL_TABLES, BALANCE_CENTROIDS, BALANCED, CAPTIONS, CENTROIDS, DATASET, DATASET_CARD, DOCUMENTS, FUNNEL,
                                   GENERATION_CACHE, IMAGE_BLOBS,
                                   IMAGE_EMBEDDINGS, IMAGE_HASHES, IMAGES, INGEST_ERRORS, INGESTED_SOURCES,
                                   RETRIEVALS, RUN_LOG, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCE_SCORES,
@@ -56,7 +56,7 @@ DECLARATIONS: tuple[StageSpec, ...] = (
     StageSpec("balance", balance.run, (SYNTHETIC_TEXTS, IMAGES, IMAGE_EMBEDDINGS),
               (SYNTHETIC_EMBEDDINGS, BALANCED, BALANCE_CENTROIDS)),
     StageSpec("export", export.run, (BALANCED, IMAGES, IMAGE_BLOBS, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS),
-              (DATASET,)),
+              (DATASET, DATASET_CARD)),
 )
 SPECS: dict[str, StageSpec] = {spec.name: spec for spec in DECLARATIONS}
 STAGES: dict[str, Callable[[SparkSession, RealSynConfig, str], StageRun]] = {s.name: s.run for s in DECLARATIONS}

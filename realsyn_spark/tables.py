@@ -173,6 +173,12 @@ DATASET = TableSpec("dataset", _schema(
 ), ("image_id",), "the exported dataset: one row per image with realistic and synthetic texts, and every "
    "document and URL the image stood for (itself and its exact, near and semantic duplicates)")
 
+DATASET_CARD = TableSpec("dataset_card", _schema(
+    ("figure", S, False), ("series", S, False), ("key", S, False), ("x", D, True), ("value", D, True),
+    ("paper_value", D, True), ("png", S, True), ("text", S, True), ("run_id", S, False),
+), ("figure", "series", "key"), "the dataset card's figures as rows (bins, counts, means) beside the paper's "
+   "values; the export rewrites it with <export>/card/README.md and its PNGs")
+
 RUN_LOG = TableSpec("run_log", _schema(
     ("run_id", S, False), ("stage", S, False), ("started_at", TS, False), ("ended_at", TS, False),
     ("status", S, False), ("rows_in", L, True), ("rows_out", L, True),
@@ -203,7 +209,7 @@ FUNNEL = TableSpec("funnel", _schema(
 
 ALL_TABLES = (DOCUMENTS, INGESTED_SOURCES, INGEST_ERRORS, IMAGE_BLOBS, IMAGES, SENTENCES, IMAGE_EMBEDDINGS,
               SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, CAPTIONS, SYNTHETIC_TEXTS, GENERATION_CACHE, SYNTHETIC_EMBEDDINGS,
-              BALANCED, BALANCE_CENTROIDS, DATASET, RUN_LOG,
+              BALANCED, BALANCE_CENTROIDS, DATASET, DATASET_CARD, RUN_LOG,
               IMAGE_HASHES, SENTENCE_SCORES, SEMANTIC_DUPLICATES, FUNNEL,
               SYNTHETIC_TEXTS_PER_RANK, SENTENCE_PHRASES, TAG_VOCABULARY, TAG_EMBEDDINGS)
 

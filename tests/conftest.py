@@ -76,3 +76,16 @@ def pipeline_lake(spark, sample_corpus, tmp_path_factory):
     cfg = load_config(overrides=tiny_overrides(root, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0",
                                                                        "export.samples_per_shard=40"])
     return cfg, Lake(spark, cfg.lake), run_pipeline(spark, cfg)
+
+
+@pytest.fixture(scope="session")
+def exported_lake(spark, tmp_path_factory):
+    """tests/export_lake.py's small lake, exported once with scales [all, cap 4, ~30 images] and the card:
+    (config, lake, cluster id per kept image, the export's StageRun)."""
+    from realsyn_spark.stages import export
+    from tests import export_lake
+
+    root = tmp_path_factory.mktemp("export_lake")
+    lake, clusters = export_lake.build(spark, root)
+    cfg = export_lake.export_config(root, ["export.scales=[all, 4, 0.03k]"])
+    return cfg, lake, clusters, export.run(spark, cfg, "r1")

@@ -8,6 +8,9 @@ takedown request against any duplicate's URL or page finds the row), and WebData
 (`udfs/shards.py`) for open_clip. Each file export is replaced whole: WebDataset shards are written to a
 staging folder and moved into place once every shard and `sizes.json` exist, so a crash leaves the
 previous export readable and a rerun writes the same bytes.
+
+Files are written per scale in `export.scales` (realsyn_spark/scales.py: each a filter on the cluster
+ranks; `all` at the top level, others in subfolders), then the dataset card (realsyn_spark/card.py).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import tarfile
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from realsyn_spark import hadoopfs
+from realsyn_spark import hadoopfs, scales
 from realsyn_spark.config import ExportConfig, RealSynConfig
 from realsyn_spark.dedup import image_sources
 from realsyn_spark.runlog import StageRun, stage_run
@@ -90,25 +93,49 @@ def write_webdataset(spark: SparkSession, dataset: DataFrame, folder: str, cfg: 
     return sizes
 
 
+def write_files(spark: SparkSession, dataset: DataFrame, folder: str, cfg: ExportConfig, stage: StageRun,
+                prefix: str = "") -> None:
+    """One scale's files: Parquet (released columns first) and/or WebDataset shards under `folder`."""
+    extra = [c for c in dataset.columns if c not in ("raw_image_url", "text1", "text2", "text3", "syn_text")]
+    released_first = dataset.select("raw_image_url", "text1", "text2", "text3", "syn_text", *extra)
+    if "parquet" in cfg.formats:
+        released_first.write.mode("overwrite").parquet(f"{folder}/parquet")
+        stage.count(f"{prefix}parquet_rows", spark.read.parquet(f"{folder}/parquet").count())
+    if "webdataset" in cfg.formats:
+        sizes = write_webdataset(spark, dataset, f"{folder}/webdataset", cfg)
+        stage.count(f"{prefix}webdataset_shards", len(sizes))
+        stage.count(f"{prefix}webdataset_samples", sum(sizes.values()))
+
+
+def scale_folder(out_dir: str, scale: scales.Scale) -> str:
+    """`all` keeps the export's top level (parquet/, webdataset/); every other scale gets a subfolder."""
+    return out_dir if scale.name == "all" else f"{out_dir}/{scale.name}"
+
+
 def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
     lake = Lake(spark, cfg.lake)
     with stage_run(lake, cfg, run_id, "export") as stage:
         lake.overwrite(DATASET, dataset_rows(lake, cfg, run_id))
         dataset = lake.read(DATASET)
         stage.rows_in = dataset.count()
-        if cfg.export.scale_cap is not None:
-            dataset = dataset.where(F.array_contains("scales", cfg.export.scale_cap))
         out_dir = cfg.export.output_dir or f"{lake.root}/export"
-        extra = [c for c in dataset.columns if c not in ("raw_image_url", "text1", "text2", "text3", "syn_text")]
-        released_first = dataset.select("raw_image_url", "text1", "text2", "text3", "syn_text", *extra)
-        if "parquet" in cfg.export.formats:
-            released_first.write.mode("overwrite").parquet(f"{out_dir}/parquet")
-            stage.count("parquet_rows", released_first.count())
-        if "webdataset" in cfg.export.formats:
-            sizes = write_webdataset(spark, dataset, f"{out_dir}/webdataset", cfg.export)
-            stage.count("webdataset_shards", len(sizes))
-            stage.count("webdataset_samples", sum(sizes.values()))
+        histogram = scales.size_histogram(lake.read(BALANCED))
+        chosen = [scales.resolve(histogram, spec) for spec in cfg.export.scales]
+        for scale in chosen:
+            prefix = "" if scale.name == "all" else f"{scale.name}:"
+            stage.count(f"{prefix}scale_rows", scale.rows)
+            if scale.cap is not None:
+                stage.count(f"{prefix}scale_cap", scale.cap)
+            if scale.target is not None:
+                print(f"export: scale {scale.name} = cap {scale.cap}: {scale.rows} images (asked {scale.target})")
+            write_files(spark, scales.capped(dataset, scale.cap), scale_folder(out_dir, scale), cfg.export, stage,
+                        prefix)
         for cap in cfg.balance.caps:
-            stage.count(f"scale_cap_{cap}", lake.read(DATASET).where(F.array_contains("scales", cap)).count())
+            stage.count(f"scale_cap_{cap}", scales.rows_at_cap(histogram, cap))
+        if cfg.export.card:
+            from realsyn_spark import card
+
+            figures = card.write_card(lake, cfg, run_id, dataset, histogram, chosen, f"{out_dir}/card")
+            stage.count("card_figures", figures)
         stage.rows_out = stage.rows_in
     return stage
