@@ -252,7 +252,25 @@ class Lake:
             return
         if not self.exists(spec):
             self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.sql_name(spec)} ({schema_ddl(spec.schema)}) USING DELTA")
+        else:
+            self.add_missing_columns(spec)
         self._ensured.add(spec.name)
+
+    def add_missing_columns(self, spec: TableSpec) -> list[str]:
+        """A table written by an older release lacks columns its spec has gained: add them (nullable, as
+        Delta adds columns; old rows read null) so the stage's MERGE or overwrite does not fail on a lake
+        that predates them. Columns are never dropped or retyped here."""
+        present = {f.name for f in self._load(spec).schema.fields}
+        missing = [f for f in spec.schema.fields if f.name not in present]
+        if missing:
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            self.spark.sql(f"ALTER TABLE {self.sql_name(spec)} ADD COLUMNS ({columns})")
+        return [f.name for f in missing]
+
+    def _load(self, spec: TableSpec) -> DataFrame:
+        if self.cfg.catalog_schema:
+            return self.spark.read.table(self.location(spec))
+        return self.spark.read.format("delta").load(self.location(spec))
 
     def exists(self, spec: TableSpec) -> bool:
         if self.cfg.catalog_schema:
@@ -270,9 +288,7 @@ class Lake:
 
     def read(self, spec: TableSpec) -> DataFrame:
         self.ensure(spec)
-        if self.cfg.catalog_schema:
-            return self.spark.read.table(self.location(spec))
-        return self.spark.read.format("delta").load(self.location(spec))
+        return self._load(spec)
 
     def conform(self, spec: TableSpec, df: DataFrame) -> DataFrame:
         """Select the table's columns in order with its types, so a stage cannot drift from the schema."""

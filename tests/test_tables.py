@@ -56,3 +56,25 @@ def test_catalog_tables_in_a_metastore_schema(spark, tmp_path):
     lake.merge_insert(IMAGES, _images(spark, [("a", 0, None)]))
     assert spark.table("realsyn_test.images").count() == 1
     assert lake.exists(IMAGES)
+
+
+def test_a_table_from_an_older_release_gains_the_new_columns(spark, tmp_path):
+    """A lake written before a column existed (e.g. `balanced` before `request_hash`): the next write adds
+    the column, old rows read null, new rows carry it."""
+    from pyspark.sql import types as T
+
+    from realsyn_spark.tables import BALANCED, TableSpec
+
+    old_spec = TableSpec(BALANCED.name, T.StructType([f for f in BALANCED.schema.fields if f.name != "request_hash"]),
+                         BALANCED.keys, BALANCED.doc)
+    row = {"image_id": "a", "similarity": 0.5, "drop_reason": None, "cluster_id": 1, "cluster_size": 1,
+           "cluster_rank": 1, "centroid_score": 0.9, "centroid_version": "v", "run_id": "r0"}
+    Lake(spark, LakeConfig(root=str(tmp_path))).merge_insert(
+        old_spec, spark.createDataFrame([tuple(row[f.name] for f in old_spec.schema.fields)], old_spec.schema))
+    lake = Lake(spark, LakeConfig(root=str(tmp_path)))
+    new_row = dict(row, image_id="b", request_hash="h")
+    lake.merge_insert(BALANCED, spark.createDataFrame([tuple(new_row[f.name] for f in BALANCED.schema.fields)],
+                                                      BALANCED.schema))
+    got = {r.image_id: r.request_hash for r in lake.read(BALANCED).collect()}
+    assert got == {"a": None, "b": "h"}
+    assert Lake(spark, LakeConfig(root=str(tmp_path))).add_missing_columns(BALANCED) == []
