@@ -31,6 +31,9 @@ def test_hostile_names_ingest_next_to_good_files_and_odd_entries_are_quarantined
         (corpus / f"{name}.jsonl").write_bytes(jsonl([obelics_row(f"https://n.example/{i}")]))
     (corpus / "crawl.warc.gz.bad").write_bytes(b"whatever")
     (corpus / "notes.txt").write_bytes(b"")
+    (corpus / "page_files").mkdir()                               # a saved page's own images and styles
+    (corpus / "page_files" / "Photo.JPG").write_bytes(b"\xff\xd8")
+    (corpus / "page_files" / "site.css").write_bytes(b"body{}")
     (corpus / "_SUCCESS").write_bytes(b"")                       # hidden, as Spark's file sources hide it
     os.symlink(corpus / "gone.jsonl", corpus / "dangling.jsonl")  # cannot be stat'ed
     lake_root = tmp_path / "lake"
@@ -46,6 +49,7 @@ def test_hostile_names_ingest_next_to_good_files_and_odd_entries_are_quarantined
     assert errors == {("crawl.warc.gz.bad", "unsupported_file"), ("notes.txt", "unsupported_file"),
                       ("dangling.jsonl", "unreadable_file")}
     assert stage.counters["files_unsupported_file"] == 2 and stage.counters["files_unreadable_file"] == 1
+    assert stage.counters["files_page_resources"] == 2              # counted, not quarantined
 
     again = ingest.run(spark, cfg, "r2")   # rerun: nothing twice, the quarantine rows are not repeated
     assert again.rows_in == 0 and lake.read(INGEST_ERRORS).count() == 3 and lake.read(DOCUMENTS).count() == len(names)

@@ -6,7 +6,10 @@ path for local files (raw bytes of the name, so spaces, `%`, `#`, `?`, newlines,
 names that are not valid UTF-8 round-trip exactly), `<scheme>://<authority>/<percent-encoded key>` on
 object stores. For ordinary names the URI is what Hadoop writes (`file:/data/x.warc.gz`).
 
-Nothing is skipped silently: files whose suffix names no parser are `unsupported_file`, entries that
+Files a saved page loads (its images, style sheets, scripts: `page_files/` of a "save page as") are page
+resources, not documents: the fetch stage reads them through the page's relative URLs; they are counted
+(`files_page_resources`), not quarantined, so the quarantine is not flooded with a crawl's own images.
+Nothing else is skipped silently: files whose suffix names no parser are `unsupported_file`, entries that
 cannot be stat'ed (broken links, permission denied, vanished) are `unreadable_file`; both are
 quarantined by the ingest stage. Hidden entries (names starting with `.` or `_`: `_SUCCESS`,
 `.crc`, `_delta_log`) are left out, as Spark's own file sources leave them out.
@@ -41,10 +44,16 @@ class Rejected:
     reason: str
 
 
+# Suffixes of what a saved HTML page embeds or loads (lower case).
+PAGE_RESOURCE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic",
+                          ".svg", ".ico", ".css", ".js")
+
+
 @dataclass
 class Scan:
     files: list[InputFile] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    page_resources: int = 0
 
 
 def local_uri(path: str) -> str:
@@ -58,7 +67,9 @@ def _hidden(name: str) -> bool:
 
 def _classify(scan: Scan, uri: str, name: str, size: int, modified_ms: int) -> None:
     kind = detect_kind(name)
-    if kind is None:
+    if kind is None and name.lower().endswith(PAGE_RESOURCE_SUFFIXES):
+        scan.page_resources += 1
+    elif kind is None:
         scan.rejected.append(Rejected(uri, "unsupported_file",
                                       f"no parser for this file name; supported suffixes: {', '.join(SUFFIXES)}"))
     else:

@@ -262,6 +262,8 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
             stage.count(f"files_{kind}", sum(r.kind == kind for r in scan.rejected))
         if scan.rejected:
             lake.merge_insert(INGEST_ERRORS, rejected_errors(spark, scan.rejected, run_id, now))
+        if scan.page_resources:
+            stage.count("files_page_resources", scan.page_resources)
         files = listing_frame(spark, scan.files).cache()
         seen = lake.read(INGESTED_SOURCES).select("source_uri", "size_bytes", "modified_ms")
         new_files = (files.join(seen, (files.path == seen.source_uri) & (files.length == seen.size_bytes)
