@@ -76,7 +76,7 @@ def main():
     assigned = spark.createDataFrame(pd.DataFrame({"cluster_id": ids.astype("int32")})).withColumn(
         "image_id", F.format_string("%024x", F.monotonically_increasing_id()))
     ranked = rank_in_clusters(assigned, 0).select(
-        "image_id", F.lit(0.55).cast("float").alias("similarity"), F.lit(None).cast("string").alias("drop_reason"),
+        "image_id", F.lit("bench").alias("request_hash"), F.lit(0.55).cast("float").alias("similarity"), F.lit(None).cast("string").alias("drop_reason"),
         "cluster_id", "cluster_size", "cluster_rank", F.lit(0.5).cast("float").alias("centroid_score"),
         F.lit("v").alias("centroid_version"), F.lit("r").alias("run_id"))
     t0 = time.perf_counter()

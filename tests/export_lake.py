@@ -71,7 +71,7 @@ def build(spark, root) -> tuple[Lake, dict[str, int]]:
     kept = rank_in_clusters(assigned.where("cluster_id IS NOT NULL"), cfg.balance.seed)
     rows = kept.unionByName(assigned.where("cluster_id IS NULL").selectExpr(
         "*", "CAST(NULL AS INT) AS cluster_size", "CAST(NULL AS INT) AS cluster_rank"))
-    lake.overwrite(BALANCED, rows.selectExpr("*", "CAST(0.5 AS FLOAT) AS centroid_score",
+    lake.overwrite(BALANCED, rows.selectExpr("*", "'h' AS request_hash", "CAST(0.5 AS FLOAT) AS centroid_score",
                                              "'cv' AS centroid_version", "'r0' AS run_id"))
     lake.ensure(RUN_LOG)
     return lake, cluster_of

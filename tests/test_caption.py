@@ -181,7 +181,12 @@ def test_generate_uses_the_model_caption_else_the_fallback(spark, tmp_path, tiny
     assert _counters(spark, lake, "g3")[0] == {"captioner_disabled": 1}
     generate.run(spark, off, "g4")
     counters, _ = _counters(spark, lake, "g4", "generate")
-    assert counters["captions_from_alt"] == 3 and counters["captions_from_none"] == 4
+    # img6 already had its alt text as caption: same prompt, same request, nothing to ask again; the six
+    # whose model caption is gone are asked anew (two now with alt text, four with none).
+    assert counters["captions_from_alt"] == 2 and counters["captions_from_none"] == 4
+    after = {r.image_id: r for r in lake.read(SYNTHETIC_TEXTS).collect()}
+    assert after["img6"].request_hash == texts["img6"].request_hash and after["img6"].run_id == "g1"
+    assert all(after[i].caption != captions[i].caption for i in ("img0", "img1", "img3", "img5"))
 
 
 def test_fallback_chain_alt_then_tags_then_none(spark):
