@@ -54,7 +54,7 @@ def _reason_counts(df: DataFrame) -> dict[str | None, int]:
 
 def _notes(lake: Lake, run_id: str | None) -> dict[str, str]:
     """Rules that were skipped in the latest extract/dedup runs, from the run log counters."""
-    log_rows = lake.read(RUN_LOG).where(F.col("stage").isin("extract", "dedup") & (F.col("status") == "ok"))
+    log_rows = lake.read_or_empty(RUN_LOG).where(F.col("stage").isin("extract", "dedup") & (F.col("status") == "ok"))
     if run_id is not None and log_rows.where(F.col("run_id") == run_id).limit(1).count():
         log_rows = log_rows.where(F.col("run_id") == run_id)
     latest = {}

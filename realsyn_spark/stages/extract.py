@@ -27,7 +27,7 @@ from realsyn_spark import sentence_filters as sf
 from realsyn_spark import text as textrules
 from realsyn_spark.config import ImageFilterConfig, RealSynConfig, SentenceFilterConfig
 from realsyn_spark.dedup import near_duplicate_groups, resolve_duplicate_chains
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.sparkutil import arrow_batch_rows, parallelism as task_parallelism
 from realsyn_spark.tables import (DOCUMENTS, IMAGE_BLOBS, IMAGE_HASHES, IMAGES, SEMANTIC_DUPLICATES, SENTENCES,
                                   Lake)
@@ -176,7 +176,7 @@ def mark_near_duplicates(spark: SparkSession, lake: Lake, decided: DataFrame, cf
 def apply_semantic_duplicates(lake: Lake, decided: DataFrame, kind: str, id_col: str) -> DataFrame:
     """Re-apply the `dedup` stage's semantic decisions to rows that still pass every other rule, where the
     group's representative still does too (otherwise the next `dedup` run decides the group anew)."""
-    semantic = (lake.read(SEMANTIC_DUPLICATES).where(F.col("kind") == kind)
+    semantic = (lake.read_or_empty(SEMANTIC_DUPLICATES).where(F.col("kind") == kind)   # none before dedup ran
                 .select(F.col("item_id").alias(id_col), F.col("representative_id").alias("_sem_rep")))
     alive = decided.where("drop_reason IS NULL").select(F.col(id_col).alias("_sem_rep"))
     valid = semantic.join(alive, "_sem_rep")
@@ -285,9 +285,9 @@ def _count_reasons(stage: StageRun, df: DataFrame, prefix: str) -> int:
     return kept
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
-    with stage_run(lake, cfg, run_id, "extract") as stage:
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
+    with ctx.stage as stage:
         stage.rows_in = extract_new(lake, run_id, cfg.sentence_filter.normalise_style)
         decision_columns = ["sha256", "width", "height", "drop_reason", "duplicate_of"]
         lake.upsert(IMAGES, decide_images(spark, lake, cfg, run_id, stage), update_columns=decision_columns)

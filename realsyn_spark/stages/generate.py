@@ -16,12 +16,11 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from realsyn_spark.config import GenerateConfig, RealSynConfig
-from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
+from realsyn_spark.config import EmbedConfig, GenerateConfig, RealSynConfig
+from realsyn_spark.runlog import EmbeddingModel, StageContext, StageRun
 from realsyn_spark.stages.retrieve import kept_image_vectors
 from realsyn_spark.tables import GENERATION_CACHE, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
 from udfs.clip_embed import load_clip
@@ -38,7 +37,7 @@ def tag_vocabulary(path: str | None) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def tag_matrix(names: list[str], embed_cfg: dict) -> np.ndarray:
+def tag_matrix(names: list[str], embed_cfg: EmbedConfig) -> np.ndarray:
     """Prompt ensembling (CLIP's zero-shot recipe): the mean of each tag's prompt embeddings, renormalised."""
     bundle = load_clip(embed_cfg)
     texts = [p.format(n) for n in names for p in TAG_PROMPTS]
@@ -46,10 +45,11 @@ def tag_matrix(names: list[str], embed_cfg: dict) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def image_tags(lake: Lake, cfg: RealSynConfig, clip_model_id: str) -> DataFrame:
+def image_tags(lake: Lake, cfg: RealSynConfig, embedding: EmbeddingModel) -> DataFrame:
+    """Zero-shot tags from the image vectors of the model embed recorded, with its text tower."""
     names = tag_vocabulary(cfg.generate.tag_vocabulary_path)
-    matrix = tag_matrix(names, resolve_embed_config(cfg.embed))
-    return kept_image_vectors(lake, clip_model_id).mapInPandas(
+    matrix = tag_matrix(names, embedding.config)
+    return kept_image_vectors(lake, embedding.model_id).mapInPandas(
         zero_shot_tags(names, matrix, cfg.generate.tags_per_image, cfg.generate.tag_min_score),
         "image_id string, tags array<string>")
 
@@ -67,13 +67,13 @@ def request_hash_column(model: str, sampling: dict, prompt) -> F.Column:
                   256).substr(1, 32)
 
 
-def generation_requests(lake: Lake, cfg: RealSynConfig) -> DataFrame:
+def generation_requests(lake: Lake, cfg: RealSynConfig, embedding: EmbeddingModel | None = None) -> DataFrame:
     """(image_id, raw_text, caption, caption_source, tags, prompt) for every image with a top-1 retrieval."""
     top1 = (lake.read(RETRIEVALS).where("rank = 1").select("image_id", "sentence_id")
             .join(lake.read(SENTENCES).select("sentence_id", F.col("text").alias("raw_text")), "sentence_id"))
     alt = lake.read(IMAGES).select("image_id", F.nullif(F.trim("alt"), F.lit("")).alias("alt"))
     if cfg.generate.tags_per_image:
-        tagged = top1.join(image_tags(lake, cfg, current_model_id(cfg.embed)), "image_id", "left")
+        tagged = top1.join(image_tags(lake, cfg, embedding), "image_id", "left")
     else:
         tagged = top1.withColumn("tags", empty_tags())
     tagged = tagged.withColumn("tags", F.coalesce("tags", empty_tags()))
@@ -113,11 +113,12 @@ def send_in_chunks(lake: Lake, fresh: DataFrame, n_fresh: int, g: GenerateConfig
         lake.append(GENERATION_CACHE, answered)
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
+def run(ctx: StageContext) -> StageRun:
+    cfg, lake, run_id = ctx.cfg, ctx.lake, ctx.run_id
     g = cfg.generate
-    with stage_run(lake, cfg, run_id, "generate") as stage:
-        requests = with_request_hash(generation_requests(lake, cfg), g)
+    with ctx.stage as stage:
+        embedding = ctx.embedding_model() if cfg.generate.tags_per_image else None
+        requests = with_request_hash(generation_requests(lake, cfg, embedding), g)
         existing = lake.read(SYNTHETIC_TEXTS).select("image_id", "request_hash")
         # An image whose request was answered but dropped by the checks is settled too: not asked again.
         dropped = lake.read(GENERATION_CACHE).where("drop_reason IS NOT NULL").select("request_hash")
