@@ -51,7 +51,7 @@ def test_executors_get_typed_sections_not_dicts():
     import re
     from pathlib import Path
 
-    import cloudpickle
+    from pyspark import cloudpickle
 
     from realsyn_spark.config import EmbedConfig, FetchConfig
     from realsyn_spark.stages.fetch import fetch_urls
