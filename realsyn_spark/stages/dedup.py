@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.dedup import resolve_duplicate_chains, semantic_duplicate_groups
+from realsyn_spark.rules import rule
 from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.tables import (IMAGE_EMBEDDINGS, IMAGES, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCES,
                                   Lake)
@@ -68,7 +69,7 @@ def apply_decisions(lake: Lake, kind: str, semantic: DataFrame) -> int:
     decided = (rows.join(sem, id_col, "left")
                .withColumn("duplicate_of", F.when(is_dup, F.col("_rep"))
                            .when(candidate, F.lit(None).cast("string")).otherwise(F.col("duplicate_of")))
-               .withColumn("drop_reason", F.when(is_dup, F.lit("semantic_duplicate"))
+               .withColumn("drop_reason", F.when(is_dup, F.lit(rule(kind, "semantic_duplicate")))
                            .when(candidate, F.lit(None).cast("string")).otherwise(F.col("drop_reason")))
                .drop("_rep"))
     decided = resolve_duplicate_chains(decided, id_col).localCheckpoint(eager=True)
