@@ -163,6 +163,10 @@ def _image_lake(spark, root, groups=6, overrides=()):
     docs = [(f"doc-{g}-{k}", "file:///x", "html", None, f"http://page.example/{g}/{k}", None, [], None, "r0", now)
             for g in range(groups) for k in ("original", "resized", "jpeg", "cropped", "watermark", "exact")]
     lake.append(DOCUMENTS, spark.createDataFrame(docs, DOCUMENTS.schema))
+    from realsyn_spark.pipeline import SPECS
+
+    for table in SPECS["extract"].writes:   # what the runner does before extract runs (its own earlier output)
+        lake.ensure(table)
     return cfg, lake, truth
 
 
