@@ -79,16 +79,18 @@ def photos(n: int, min_side: int, max_side: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def model_cfg(args) -> dict:
+def model_cfg(args):
+    from realsyn_spark.config import EmbedConfig
+
     from importlib import resources
 
     config_path = None
     if args.model == "tiny-clip":
         config_path = str(resources.files("realsyn_spark").joinpath("resources/tiny-clip.json"))
-    return {"model": args.model, "pretrained": None, "checkpoint_path": None, "model_config_path": config_path,
-            "allow_random_weights": True, "device": args.device, "batch_size": args.batch_size,
-            "torch_threads": None, "precision": "auto", "prefetch_batches": args.prefetch,
-            "storage_dtype": "float32"}
+    return EmbedConfig(model=args.model, pretrained=None, checkpoint_path=None, model_config_path=config_path,
+                       allow_random_weights=True, device=args.device, batch_size=args.batch_size,
+                       torch_threads=None, precision="auto", prefetch_batches=args.prefetch,
+                       storage_dtype="float32")
 
 
 def bare_loop(args, images: list[bytes]) -> tuple[float, np.ndarray]:
@@ -97,8 +99,8 @@ def bare_loop(args, images: list[bytes]) -> tuple[float, np.ndarray]:
     from PIL import Image
 
     cfg = model_cfg(args)
-    if cfg["model_config_path"]:
-        open_clip.add_model_config(cfg["model_config_path"])
+    if cfg.model_config_path:
+        open_clip.add_model_config(cfg.model_config_path)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=None)
@@ -136,7 +138,7 @@ def udf_runs(args, images: list[bytes]):
               for lo in range(0, len(images), args.batch_size * 4)]
     results, check = [], None
     for label, prefetch in (("first call (model load)", args.prefetch), ("warm", args.prefetch), ("warm, prefetch 0", 0)):
-        cfg = {**model_cfg(args), "prefetch_batches": prefetch, "torch_threads": args.threads}
+        cfg = model_cfg(args).model_copy(update={"prefetch_batches": prefetch, "torch_threads": args.threads})
         start = time.perf_counter()
         out = pd.concat(list(image_embedder(cfg)(iter(frames))))
         if args.device.startswith("cuda"):
@@ -168,7 +170,7 @@ def spark_runs(args, images: list[bytes]):
     results = []
     for label, prefetch in (("cold (worker start + model load)", args.prefetch), ("warm", args.prefetch),
                             ("warm, prefetch 0", 0)):
-        embed_cfg = {**model_cfg(args), "prefetch_batches": prefetch}
+        embed_cfg = model_cfg(args).model_copy(update={"prefetch_batches": prefetch})
         df = (spark.read.parquet(path).repartition(spark.sparkContext.defaultParallelism)
               .mapInPandas(image_embedder(embed_cfg), "image_id string, model_id string, embedding array<float>"))
         start = time.perf_counter()
@@ -182,7 +184,7 @@ def spark_runs(args, images: list[bytes]):
     for storage in ("float32", "float16"):
         target = str(work / f"delta_{storage}")
         (spark.read.parquet(path)
-         .mapInPandas(image_embedder({**model_cfg(args), "storage_dtype": storage}),
+         .mapInPandas(image_embedder(model_cfg(args).model_copy(update={"storage_dtype": storage})),
                       "image_id string, model_id string, embedding array<float>")
          .coalesce(1).write.format("delta").mode("overwrite").save(target))
         values = spark.read.format("delta").load(target).selectExpr("sum(size(embedding))").first()[0]
@@ -234,9 +236,9 @@ def _forward_only(bundle, images, args) -> float:
     return (time.perf_counter() - start) * len(images) / (batches * len(pixels))
 
 
-def _path_cfg(args, model: str, decode: str) -> dict:
-    return {**model_cfg(argparse.Namespace(**{**vars(args), "model": model})), "decode": decode,
-            "decode_threads": args.threads, "torch_threads": args.threads}
+def _path_cfg(args, model: str, decode: str):
+    return model_cfg(argparse.Namespace(**{**vars(args), "model": model})).model_copy(
+        update={"decode": decode, "decode_threads": args.threads, "torch_threads": args.threads})
 
 
 def _end_to_end(args, model: str, decode: str, images: list[bytes], barrier=None) -> tuple[float, np.ndarray]:

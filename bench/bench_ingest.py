@@ -187,6 +187,7 @@ def spark_measurements(warc: Path, pages: int, cores: int, split_mb: int, workdi
 
     from realsyn_spark.config import load_config
     from realsyn_spark.session import local_session_builder
+    from realsyn_spark.pipeline import run_stage
     from realsyn_spark.stages import ingest
 
     lake = workdir / "lake"
@@ -225,7 +226,7 @@ def spark_measurements(warc: Path, pages: int, cores: int, split_mb: int, workdi
 
     cpu_before = _tree_cpu_seconds()
     start = time.perf_counter()
-    stage = ingest.run(spark, cfg, "bench")
+    stage = run_stage(spark, cfg, "ingest", "bench")
     seconds = time.perf_counter() - start
     cpu = _tree_cpu_seconds() - cpu_before if cpu_before is not None else None
     per_cpu = f"; {stage.rows_out / cpu:.1f} documents per CPU-second of all processes (driver, JVM, workers)" \

@@ -41,7 +41,9 @@ def clip_throughput(model: str, images: list[bytes], device: str, batch: int, de
 
     from udfs import clip_embed
 
-    cfg = {"model": model, "pretrained": None, "device": device, "batch_size": batch, "allow_random_weights": True}
+    from realsyn_spark.config import EmbedConfig
+
+    cfg = EmbedConfig(model=model, pretrained=None, device=device, batch_size=batch, allow_random_weights=True)
     bundle = clip_embed.load_clip(cfg)
     bundle.embed_images(images[:batch], batch, 0, decode)  # warm-up (cuDNN autotune, allocator)
     if device == "cuda":

@@ -17,6 +17,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from realsyn_spark.rules import RULES, rules_of
 from realsyn_spark.tables import FUNNEL, IMAGES, RUN_LOG, SENTENCES, Lake
 
 log = logging.getLogger("realsyn")
@@ -29,23 +30,17 @@ class Step:
     paper_remaining: float | None
 
 
-# (modality, table, steps). The first step's rules are removed before the paper's starting count.
-FUNNEL_STEPS = {
-    "images": (IMAGES, [
-        Step("unavailable", ("not_fetched", "unavailable"), None),
-        Step("extracted", (), 336e6),
-        Step("quality", ("min_side", "aspect_ratio"), 285e6),
-        Step("redundancy", ("exact_duplicate", "near_duplicate", "semantic_duplicate"), 198e6),
-    ]),
-    "sentences": (SENTENCES, [
-        # OBELICS, the paper's source, was English-filtered before its 2.13e9 sentences were counted.
-        Step("language", ("language",), None),
-        Step("extracted", (), 2.13e9),
-        Step("quality", ("emoji", "url", "min_words", "max_words", "cat"), 1.82e9),
-        Step("semantic", ("entropy", "perplexity"), 1.16e9),
-        Step("redundancy", ("exact_duplicate", "semantic_duplicate"), 0.84e9),
-    ]),
+# Per modality: its table and the steps in order with the paper's remaining count after each (None: before
+# the paper's starting count). Which rule belongs to which step is declared in realsyn_spark/rules.py.
+STEP_ORDER = {
+    "images": (IMAGES, [("unavailable", None), ("extracted", 336e6), ("quality", 285e6), ("redundancy", 198e6)]),
+    # OBELICS, the paper's source, was English-filtered before its 2.13e9 sentences were counted.
+    "sentences": (SENTENCES, [("language", None), ("extracted", 2.13e9), ("quality", 1.82e9), ("semantic", 1.16e9),
+                              ("redundancy", 0.84e9)]),
 }
+FUNNEL_STEPS = {modality: (spec, [Step(name, rules_of(modality, name), paper) for name, paper in steps])
+                for modality, (spec, steps) in STEP_ORDER.items()}
+assert {(r.modality, r.step) for r in RULES} <= {(m, s) for m, (_, steps) in STEP_ORDER.items() for s, _ in steps}
 
 
 def _reason_counts(df: DataFrame) -> dict[str | None, int]:
@@ -53,8 +48,9 @@ def _reason_counts(df: DataFrame) -> dict[str | None, int]:
 
 
 def _notes(lake: Lake, run_id: str | None) -> dict[str, str]:
-    """Rules that were skipped in the latest extract/dedup runs, from the run log counters."""
-    log_rows = lake.read(RUN_LOG).where(F.col("stage").isin("extract", "dedup") & (F.col("status") == "ok"))
+    """Rules that were skipped in the latest runs of the stages that decide them, from the run log counters."""
+    deciders = sorted({r.decided_by for r in RULES})
+    log_rows = lake.read_or_empty(RUN_LOG).where(F.col("stage").isin(*deciders) & (F.col("status") == "ok"))
     if run_id is not None and log_rows.where(F.col("run_id") == run_id).limit(1).count():
         log_rows = log_rows.where(F.col("run_id") == run_id)
     latest = {}

@@ -8,10 +8,15 @@ import traceback
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from realsyn_spark.config import RealSynConfig
-from realsyn_spark.tables import RUN_LOG, Lake
+from pyspark.sql import functions as F
+
+from realsyn_spark.config import EmbedConfig, RealSynConfig
+from realsyn_spark.tables import EMBEDDING_MODELS, RUN_LOG, Lake
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("realsyn")
 
@@ -31,11 +36,67 @@ class StageRun:
     def count(self, rule: str, n: int) -> None:
         self.counters[rule] = self.counters.get(rule, 0) + int(n)
 
+    # A stage body reads `with ctx.stage as stage:` (kept so that the bodies did not need re-indenting
+    # when the runner took over the run log); the runner records success or failure, not this block.
+    def __enter__(self) -> "StageRun":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+
+class NoEmbeddingModelError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class EmbeddingModel:
+    """What `embed` recorded: the model id its vectors are stored under, and the executor settings that
+    produce the same vectors (the configured ones, with the weights embed actually used)."""
+    model_id: str
+    config: EmbedConfig
+
+    @property
+    def random_weights(self) -> bool:
+        return ":random-seed" in self.model_id
+
+
+def record_embedding_model(lake: Lake, model_id: str, resolved: EmbedConfig, random_weights: bool,
+                           run_id: str) -> None:
+    """Written once per embed run (upsert on model_id: the latest recorded_at is the current model)."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    row = [(model_id, resolved.model, resolved.pretrained, resolved.checkpoint_path, random_weights, run_id, now)]
+    lake.upsert(EMBEDDING_MODELS, lake.spark.createDataFrame(row, EMBEDDING_MODELS.schema))
+
+
+def recorded_embedding_model(lake: Lake, cfg: EmbedConfig) -> EmbeddingModel:
+    """The model of the latest embed run, read from the lake: no stage after embed probes a hub for it."""
+    row = lake.read(EMBEDDING_MODELS).orderBy(F.desc("recorded_at"), "model_id").first()
+    if row is None:
+        raise NoEmbeddingModelError(f"no embedding model recorded in {lake.location(EMBEDDING_MODELS)}: run embed first")
+    weights = {"model": row.model, "pretrained": row.pretrained, "checkpoint_path": row.checkpoint_path}
+    return EmbeddingModel(row.model_id, cfg.model_copy(update=weights))
+
+
+@dataclass
+class StageContext:
+    """Everything a stage gets from the runner (pipeline.run_stage): the session, the config, a Lake limited
+    to the stage's declared tables, the run id, and the StageRun whose counters become the run-log row."""
+    spark: "SparkSession"
+    cfg: RealSynConfig
+    lake: Lake
+    run_id: str
+    stage: StageRun
+
+    def embedding_model(self) -> EmbeddingModel:
+        return recorded_embedding_model(self.lake, self.cfg.embed)
+
 
 @contextmanager
-def stage_run(lake: Lake, cfg: RealSynConfig, run_id: str, stage: str) -> Iterator[StageRun]:
-    """Wrap one stage: the run-log row is appended whether the stage succeeds or fails."""
-    run = StageRun(run_id, stage)
+def stage_run(lake: Lake, cfg: RealSynConfig, run_id: str, stage: str | StageRun) -> Iterator[StageRun]:
+    """Wrap one stage (the runner does): the run-log row is appended whether the stage succeeds or fails."""
+    run = stage if isinstance(stage, StageRun) else StageRun(run_id, stage)
+    stage = run.stage
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     t0 = time.monotonic()
     status, error = "ok", None

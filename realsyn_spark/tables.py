@@ -185,6 +185,12 @@ RUN_LOG = TableSpec("run_log", _schema(
     ("counters", T.MapType(S, L, False), True), ("config_fingerprint", S, False), ("error", S, True),
 ), ("run_id", "stage"), "one row per stage run: status, row counts and per-rule counters")
 
+EMBEDDING_MODELS = TableSpec("embedding_models", _schema(
+    ("model_id", S, False), ("model", S, False), ("pretrained", S, True), ("checkpoint_path", S, True),
+    ("random_weights", T.BooleanType(), False), ("run_id", S, False), ("recorded_at", TS, False),
+), ("model_id",), "the CLIP model each embed run wrote its vectors under (latest recorded_at = the current "
+   "one): later stages read vectors of that model_id and embed new texts with the same weights")
+
 IMAGE_HASHES = TableSpec("image_hashes", _schema(
     ("sha256", S, False), ("hash_kind", S, False), ("phash", L, True), ("phash_core", L, True),
     ("run_id", S, False),
@@ -211,7 +217,7 @@ ALL_TABLES = (DOCUMENTS, INGESTED_SOURCES, INGEST_ERRORS, IMAGE_BLOBS, IMAGES, S
               SENTENCE_EMBEDDINGS, CENTROIDS, RETRIEVALS, CAPTIONS, SYNTHETIC_TEXTS, GENERATION_CACHE, SYNTHETIC_EMBEDDINGS,
               BALANCED, BALANCE_CENTROIDS, DATASET, DATASET_CARD, RUN_LOG,
               IMAGE_HASHES, SENTENCE_SCORES, SEMANTIC_DUPLICATES, FUNNEL,
-              SYNTHETIC_TEXTS_PER_RANK, SENTENCE_PHRASES, TAG_VOCABULARY, TAG_EMBEDDINGS)
+              SYNTHETIC_TEXTS_PER_RANK, SENTENCE_PHRASES, TAG_VOCABULARY, TAG_EMBEDDINGS, EMBEDDING_MODELS)
 
 
 def schema_ddl(schema: T.StructType) -> str:
@@ -220,13 +226,34 @@ def schema_ddl(schema: T.StructType) -> str:
                      for f in schema.fields)
 
 
-class Lake:
-    """Where the tables live and how they are read and written."""
+class MissingTableError(LookupError):
+    """A table was read that was never written (reading never creates one)."""
 
-    def __init__(self, spark: SparkSession, cfg: LakeConfig):
+
+class UndeclaredTableError(RuntimeError):
+    """A stage read or wrote a table its StageSpec does not declare."""
+
+
+class Lake:
+    """Where the tables live and how they are read and written.
+
+    `readable` / `writable` (table names; None = any) are a stage's declarations: the runner gives each
+    stage a Lake limited to them, so a stage cannot depend on a table its StageSpec does not name."""
+
+    def __init__(self, spark: SparkSession, cfg: LakeConfig, readable: Iterable[str] | None = None,
+                 writable: Iterable[str] | None = None, owner: str | None = None):
         self.spark = spark
         self.cfg = cfg
-        self._ensured: set[str] = set()
+        self._ensured: set[str] = set()   # tables created or brought up to their spec's columns
+        self._present: set[str] = set()   # tables known to exist (the pipeline never drops one)
+        self.readable = None if readable is None else frozenset(readable)
+        self.writable = None if writable is None else frozenset(writable)
+        self.owner = owner
+
+    def _declared(self, spec: TableSpec, allowed: frozenset[str] | None, verb: str) -> None:
+        if allowed is not None and spec.name not in allowed:
+            raise UndeclaredTableError(f"stage {self.owner!r} {verb} table {spec.name!r}, which its StageSpec in "
+                                       f"realsyn_spark/pipeline.py does not declare")
 
     def location(self, spec: TableSpec) -> str:
         if self.cfg.catalog_schema:
@@ -248,6 +275,7 @@ class Lake:
 
     def ensure(self, spec: TableSpec) -> None:
         """Create the table empty with its schema if it does not exist (idempotent, once per Lake)."""
+        self._declared(spec, self.writable, "writes")
         if spec.name in self._ensured:
             return
         if not self.exists(spec):
@@ -273,22 +301,38 @@ class Lake:
         return self.spark.read.format("delta").load(self.location(spec))
 
     def exists(self, spec: TableSpec) -> bool:
+        if spec.name in self._present or spec.name in self._ensured:
+            return True
         if self.cfg.catalog_schema:
-            return self.spark.catalog.tableExists(self.location(spec))
-        from pyarrow import fs as pafs
+            found = self.spark.catalog.tableExists(self.location(spec))
+        else:
+            from pyarrow import fs as pafs
 
-        from realsyn_spark.hadoopfs import _fs_and_path
+            from realsyn_spark.hadoopfs import _fs_and_path
 
-        filesystem, path = _fs_and_path(self.location(spec) + "/_delta_log")
-        return filesystem.get_file_info(path).type == pafs.FileType.Directory
+            filesystem, path = _fs_and_path(self.location(spec) + "/_delta_log")
+            found = filesystem.get_file_info(path).type == pafs.FileType.Directory
+        if found:
+            self._present.add(spec.name)
+        return found
 
     def history(self, spec: TableSpec, limit: int | None = None) -> DataFrame:
         """DESCRIBE HISTORY: the table's commits, newest first."""
         return self.spark.sql(f"DESCRIBE HISTORY {self.sql_name(spec)}" + (f" LIMIT {int(limit)}" if limit else ""))
 
     def read(self, spec: TableSpec) -> DataFrame:
-        self.ensure(spec)
+        """The table; a table that was never written is an error naming it (reading creates nothing)."""
+        self._declared(spec, self.readable, "reads")
+        if not self.exists(spec):
+            raise MissingTableError(f"table {spec.name!r} does not exist at {self.location(spec)}: "
+                                    "run the stage that writes it first")
         return self._load(spec)
+
+    def read_or_empty(self, spec: TableSpec) -> DataFrame:
+        """For an optional input only (declared so in its StageSpec): the table, or an empty frame with
+        its schema when it was never written. Creates nothing."""
+        self._declared(spec, self.readable, "reads")
+        return self.read(spec) if self.exists(spec) else self.spark.createDataFrame([], spec.schema)
 
     def conform(self, spec: TableSpec, df: DataFrame) -> DataFrame:
         """Select the table's columns in order with its types, so a stage cannot drift from the schema."""

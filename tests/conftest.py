@@ -82,10 +82,10 @@ def pipeline_lake(spark, sample_corpus, tmp_path_factory):
 def exported_lake(spark, tmp_path_factory):
     """tests/export_lake.py's small lake, exported once with scales [all, cap 4, ~30 images] and the card:
     (config, lake, cluster id per kept image, the export's StageRun)."""
-    from realsyn_spark.stages import export
+    from realsyn_spark.pipeline import run_stage
     from tests import export_lake
 
     root = tmp_path_factory.mktemp("export_lake")
     lake, clusters = export_lake.build(spark, root)
     cfg = export_lake.export_config(root, ["export.scales=[all, 4, 0.03k]"])
-    return cfg, lake, clusters, export.run(spark, cfg, "r1")
+    return cfg, lake, clusters, run_stage(spark, cfg, "export", "r1")

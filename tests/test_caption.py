@@ -13,8 +13,9 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import CaptionConfig, load_config
 from realsyn_spark.stages import caption as caption_stage
-from realsyn_spark.stages import generate
+from realsyn_spark.pipeline import run_stage
 from realsyn_spark.tables import CAPTIONS, IMAGE_BLOBS, IMAGES, RETRIEVALS, RUN_LOG, SENTENCES, SYNTHETIC_TEXTS, Lake
+from tests.stage_inputs import ensure_inputs
 from tests.tiny_captioner import WORDS, build_tiny_captioner
 from udfs.caption import caption_batch, load_captioner, torch_dtype
 from udfs.pixels import decode_rgb
@@ -86,7 +87,7 @@ def captioned(spark, tmp_path_factory, tiny):
     cfg = load_config(overrides=_overrides(root, tiny))
     lake = Lake(spark, cfg.lake)
     seed_lake(spark, lake)
-    caption_stage.run(spark, cfg, "c1")
+    run_stage(spark, cfg, "caption", "c1")
     return root, cfg, lake
 
 
@@ -116,7 +117,7 @@ def test_every_eligible_image_gets_the_model_caption(spark, captioned, tiny):
 
 def test_rerun_captions_nothing(spark, captioned):
     _, cfg, lake = captioned
-    caption_stage.run(spark, cfg, "c2")
+    run_stage(spark, cfg, "caption", "c2")
     counters, rows_in = _counters(spark, lake, "c2")
     # Only img7 is looked at again: it has no bytes yet, so it was never stored and waits for them.
     assert rows_in == 1 and counters["no_image_bytes"] == 1
@@ -126,7 +127,7 @@ def test_rerun_captions_nothing(spark, captioned):
 def test_a_new_image_with_known_bytes_takes_the_stored_caption(spark, captioned):
     _, cfg, lake = captioned
     seed_lake(spark, lake, {"img9": BYTES["img1"]})
-    caption_stage.run(spark, cfg, "c3")
+    run_stage(spark, cfg, "caption", "c3")
     counters, rows_in = _counters(spark, lake, "c3")
     assert rows_in == 2 and counters["reused_captions"] == 1 and counters["requests_to_model"] == 0
     stored = _captions(lake, caption_stage.captioner_id(cfg.caption))
@@ -136,7 +137,7 @@ def test_a_new_image_with_known_bytes_takes_the_stored_caption(spark, captioned)
 def test_a_changed_setting_captions_again(spark, captioned, tiny):
     root, _, lake = captioned
     beams = load_config(overrides=_overrides(root, tiny, "caption.num_beams=1"))
-    caption_stage.run(spark, beams, "c4")
+    run_stage(spark, beams, "caption", "c4")
     counters, _ = _counters(spark, lake, "c4")
     assert counters["requests_to_model"] == 6 and lake.read(CAPTIONS).count() == 16   # the old rows stay
 
@@ -144,7 +145,7 @@ def test_a_changed_setting_captions_again(spark, captioned, tiny):
 def test_another_model_captions_again(spark, captioned, tiny_other):
     root, _, lake = captioned
     other = load_config(overrides=_overrides(root, tiny_other))
-    caption_stage.run(spark, other, "c5")
+    run_stage(spark, other, "caption", "c5")
     counters, _ = _counters(spark, lake, "c5")
     assert counters["requests_to_model"] == 6
     assert len(_captions(lake, caption_stage.captioner_id(other.caption))) == 8
@@ -165,9 +166,10 @@ def test_generate_uses_the_model_caption_else_the_fallback(spark, tmp_path, tiny
     lake = Lake(spark, cfg.lake)
     seed_lake(spark, lake)
     _seed_retrievals(spark, lake)
-    caption_stage.run(spark, cfg, "g0")
+    ensure_inputs(lake, "generate")
+    run_stage(spark, cfg, "caption", "g0")
     captions = _captions(lake, caption_stage.captioner_id(cfg.caption))
-    generate.run(spark, cfg, "g1")
+    run_stage(spark, cfg, "generate", "g1")
     texts = {r.image_id: r for r in lake.read(SYNTHETIC_TEXTS).collect()}
     for image_id in ("img0", "img1", "img3", "img5"):
         assert texts[image_id].caption == captions[image_id].caption
@@ -177,9 +179,9 @@ def test_generate_uses_the_model_caption_else_the_fallback(spark, tmp_path, tiny
 
     # No captioner: every image falls back (alt text where there is one), and the caption stage says so.
     off = load_config(overrides=base + ["caption.model=null"])
-    caption_stage.run(spark, off, "g3")
+    run_stage(spark, off, "caption", "g3")
     assert _counters(spark, lake, "g3")[0] == {"captioner_disabled": 1}
-    generate.run(spark, off, "g4")
+    run_stage(spark, off, "generate", "g4")
     counters, _ = _counters(spark, lake, "g4", "generate")
     # img6 already had its alt text as caption: same prompt, same request, nothing to ask again; the six
     # whose model caption is gone are asked anew (two now with alt text, four with none).
@@ -209,11 +211,12 @@ def test_fallback_chain_alt_then_tags_then_none(spark):
 def test_a_missing_model_fails_or_falls_back_by_setting(spark, tmp_path):
     missing = str(tmp_path / "no-such-model")
     cfg = load_config(overrides=[f"lake.root={tmp_path}", f"caption.model={missing}"])
+    ensure_inputs(Lake(spark, cfg.lake), "caption")
     with pytest.raises(RuntimeError, match="neither a local directory nor cached"):
-        caption_stage.run(spark, cfg, "m1")
+        run_stage(spark, cfg, "caption", "m1")
     fallback = load_config(overrides=[f"lake.root={tmp_path}", f"caption.model={missing}",
                                       "caption.on_missing_model=fallback"])
-    caption_stage.run(spark, fallback, "m2")
+    run_stage(spark, fallback, "caption", "m2")
     assert _counters(spark, Lake(spark, fallback.lake), "m2")[0] == {"captioner_unavailable": 1}
 
 

@@ -43,3 +43,28 @@ def test_the_check_sees_a_disagreement():
     shipped["fetch"]["user_agent"] = "something else"
     assert _diff(shipped, _normalise(RealSynConfig().model_dump(mode="json"))) == [
         "fetch.user_agent: YAML 'something else' != code 'realsyn-spark/0.1 (+CLIP dataset research)'"]
+
+
+def test_executors_get_typed_sections_not_dicts():
+    """Issue 9: no `model_dump()` dicts with their own fallbacks reach executor code; the sections pickle."""
+    import pickle
+    import re
+    from pathlib import Path
+
+    from pyspark import cloudpickle
+
+    from realsyn_spark.config import EmbedConfig, FetchConfig
+    from realsyn_spark.stages.fetch import fetch_urls
+    from udfs.clip_embed import image_embedder
+
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.joinpath("udfs").glob("*.py"), *root.joinpath("realsyn_spark", "stages").glob("*.py")]:
+        source = path.read_text()
+        assert not re.search(r"\.model_dump\(\)", source), path
+        assert not re.search(r"\bcfg\.get\(|\bcfg\[\"", source), path
+    cfg = EmbedConfig(prefetch_batches=5)
+    body = pickle.loads(cloudpickle.dumps(image_embedder(cfg)))
+    cells = [c.cell_contents for c in body.__closure__]
+    assert cfg in cells and 5 in cells                     # the section itself, its value, no fallback
+    assert any(isinstance(c, FetchConfig) for c in
+               (x.cell_contents for x in pickle.loads(cloudpickle.dumps(fetch_urls(FetchConfig()))).__closure__))

@@ -163,6 +163,10 @@ def _image_lake(spark, root, groups=6, overrides=()):
     docs = [(f"doc-{g}-{k}", "file:///x", "html", None, f"http://page.example/{g}/{k}", None, [], None, "r0", now)
             for g in range(groups) for k in ("original", "resized", "jpeg", "cropped", "watermark", "exact")]
     lake.append(DOCUMENTS, spark.createDataFrame(docs, DOCUMENTS.schema))
+    from realsyn_spark.pipeline import SPECS
+
+    for table in SPECS["extract"].writes:   # what the runner does before extract runs (its own earlier output)
+        lake.ensure(table)
     return cfg, lake, truth
 
 
@@ -222,10 +226,10 @@ def test_kept_image_lists_every_source_document_and_url(spark, image_lake):
 
 # --------------------------------------------------------- semantic dedup stage (planted vectors)
 
-def test_semantic_dedup_stage_on_planted_vectors(spark, tmp_path):
-    from realsyn_spark.stages import dedup as dedup_stage
-    from realsyn_spark.stages import extract
-    from realsyn_spark.stages.embed import current_model_id
+def test_semantic_dedup_stage_on_planted_vectors(spark, tmp_path, monkeypatch):
+    from realsyn_spark.pipeline import run_stage
+    from realsyn_spark.runlog import record_embedding_model
+    from realsyn_spark.stages import embed, extract
     from realsyn_spark.tables import IMAGE_EMBEDDINGS, IMAGES, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCES, Lake
     from tests.conftest import tiny_overrides
 
@@ -233,7 +237,11 @@ def test_semantic_dedup_stage_on_planted_vectors(spark, tmp_path):
         "dedup.on_random_weights=run", "dedup.items_per_cluster=10", "dedup.image_threshold=0.95",
         "dedup.text_threshold=0.95"])
     lake = Lake(spark, cfg.lake)
-    model_id = current_model_id(cfg.embed)
+    # The vectors are under the id embed recorded, not the configured model's: the stage must read the
+    # record (issue 9) and never ask the hub what the id would be.
+    model_id = "planted-clip:test"
+    record_embedding_model(lake, model_id, cfg.embed, False, "r0")
+    monkeypatch.setattr(embed, "resolve_embed_config", lambda *_: pytest.fail("dedup probed for the model id"))
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(8, 32))
     vectors, ids = [], []
@@ -250,7 +258,7 @@ def test_semantic_dedup_stage_on_planted_vectors(spark, tmp_path):
         [(i, "d", 0, 0, f"text {i}", 2, None, None, "r0") for i in ids], SENTENCES.schema))
     lake.append(SENTENCE_EMBEDDINGS, spark.createDataFrame([(i, model_id, v, "r0") for i, v in zip(ids, vectors)],
                                                            SENTENCE_EMBEDDINGS.schema))
-    stage = dedup_stage.run(spark, cfg, "r1")
+    stage = run_stage(spark, cfg, "dedup", "r1")
     assert stage.counters["images:semantic_duplicate"] == 8 and stage.counters["sentences:semantic_duplicate"] == 8
     for spec, id_col in ((IMAGES, "image_id"), (SENTENCES, "sentence_id")):
         rows = {r[id_col]: r for r in lake.read(spec).collect()}
@@ -261,7 +269,7 @@ def test_semantic_dedup_stage_on_planted_vectors(spark, tmp_path):
             assert all(rows[m].duplicate_of == kept[0] for m in members if m != kept[0])
     version = lambda: spark.sql(f"DESCRIBE HISTORY delta.`{lake.location(IMAGES)}`").count()  # noqa: E731
     before = version()
-    dedup_stage.run(spark, cfg, "r2")                             # rerun: same decisions, nothing rewritten
+    run_stage(spark, cfg, "dedup", "r2")                             # rerun: same decisions, nothing rewritten
     assert lake.read(SEMANTIC_DUPLICATES).count() == 16
     decided = {(r.image_id, r.drop_reason, r.duplicate_of) for r in extract.apply_semantic_duplicates(
         lake, lake.read(IMAGES).withColumn("drop_reason", F.lit(None).cast("string"))

@@ -7,13 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from realsyn_spark.config import EmbedConfig
 from tests.conftest import TINY_CLIP
 from udfs import clip_embed
 from udfs.retrieval import arrow_vectors, binary_vectors
 
-CFG = {"model": "tiny-clip", "pretrained": None, "checkpoint_path": None, "model_config_path": TINY_CLIP,
-       "allow_random_weights": True, "device": "cpu", "batch_size": 4, "torch_threads": 1,
-       "precision": "auto", "prefetch_batches": 2, "storage_dtype": "float32"}
+# The typed section as the embed stage ships it to executors (no dicts, no second set of defaults).
+CFG = EmbedConfig(model="tiny-clip", pretrained=None, checkpoint_path=None, model_config_path=TINY_CLIP,
+                  allow_random_weights=True, device="cpu", batch_size=4, torch_threads=1,
+                  precision="auto", prefetch_batches=2, storage_dtype="float32")
 
 
 def _images(n=11, seed=0):
@@ -32,16 +34,16 @@ def _images(n=11, seed=0):
 
 def test_model_cached_per_process_and_config():
     a = clip_embed.load_clip(CFG)
-    assert clip_embed.load_clip(dict(CFG)) is a
-    assert clip_embed.load_clip({**CFG, "batch_size": 99, "prefetch_batches": 0}) is a  # not model settings
+    assert clip_embed.load_clip(CFG.model_copy()) is a
+    assert clip_embed.load_clip(CFG.model_copy(update={"batch_size": 99, "prefetch_batches": 0})) is a  # not model settings
     assert a.model_id == "tiny-clip:random-seed0" and a.random_weights and a.dim == 64
 
 
 def test_model_id_names_weights():
-    assert clip_embed.model_id_for({"model": "ViT-B-32", "pretrained": "openai"}, False) == "ViT-B-32:openai"
-    assert clip_embed.model_id_for({"model": "ViT-B-32", "checkpoint_path": "/ck/epoch_5.pt"}, False) == \
+    assert clip_embed.model_id_for(EmbedConfig(model="ViT-B-32", pretrained="openai"), False) == "ViT-B-32:openai"
+    assert clip_embed.model_id_for(EmbedConfig(model="ViT-B-32", checkpoint_path="/ck/epoch_5.pt"), False) == \
         "ViT-B-32:file:epoch_5.pt"
-    assert clip_embed.model_id_for({"model": "ViT-B-32", "pretrained": "openai"}, True) == "ViT-B-32:random-seed0"
+    assert clip_embed.model_id_for(EmbedConfig(model="ViT-B-32", pretrained="openai"), True) == "ViT-B-32:random-seed0"
 
 
 def test_local_checkpoint_loads_and_is_named(tmp_path):
@@ -50,7 +52,7 @@ def test_local_checkpoint_loads_and_is_named(tmp_path):
     reference = clip_embed.load_clip(CFG)
     path = tmp_path / "tiny-epoch3.pt"
     torch.save(reference.model.state_dict(), path)
-    cfg = {**CFG, "checkpoint_path": str(path), "allow_random_weights": False}
+    cfg = CFG.model_copy(update={"checkpoint_path": str(path), "allow_random_weights": False})
     bundle = clip_embed.load_clip(cfg)
     assert bundle is not reference and not bundle.random_weights
     assert bundle.model_id == "tiny-clip:file:tiny-epoch3.pt"
@@ -137,7 +139,7 @@ def test_spark_udf_matches_direct_embedding_and_reuses_model(spark):
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
     try:
         for storage in ("float32", "float16"):
-            cfg = {**CFG, "storage_dtype": storage}
+            cfg = CFG.model_copy(update={"storage_dtype": storage})
             got = (df.mapInPandas(clip_embed.image_embedder(cfg), "image_id string, model_id string, embedding array<float>")
                    .toPandas().sort_values("image_id"))
             bundle = clip_embed.load_clip(cfg)
@@ -164,11 +166,11 @@ def test_gpu_paths_match_cpu():
     cpu = clip_embed.load_clip(CFG)
     images = _images(37, seed=2)
     kept, reference = cpu.embed_images(images, 8)
-    fp32 = clip_embed.load_clip({**CFG, "device": "cuda", "precision": "fp32"})
+    fp32 = clip_embed.load_clip(CFG.model_copy(update={"device": "cuda", "precision": "fp32"}))
     assert fp32.device == "cuda" and fp32 is not cpu
     np.testing.assert_allclose(fp32.embed_images(images, 8)[1], reference, atol=1e-4)
     for precision in ("auto", "bf16"):  # auto = fp16 autocast on CUDA
-        bundle = clip_embed.load_clip({**CFG, "device": "cuda", "precision": precision})
+        bundle = clip_embed.load_clip(CFG.model_copy(update={"device": "cuda", "precision": precision}))
         kept0, seq = bundle.embed_images(images, 8, prefetch=0)
         kept2, pre = bundle.embed_images(images, 8, prefetch=2)   # pinned batches + background decode
         assert kept0 == kept2 == kept
@@ -287,7 +289,7 @@ def test_udf_body_with_tensor_decode_matches_reference():
     images = _mixed_corpus()[:8]
     frames = [pd.DataFrame({"image_id": [f"i{k}" for k in range(lo, lo + 4)], "image_bytes": images[lo:lo + 4]})
               for lo in (0, 4)]
-    out = pd.concat(list(clip_embed.image_embedder({**CFG, "decode": "gpu", "decode_threads": 2})(iter(frames))))
+    out = pd.concat(list(clip_embed.image_embedder(CFG.model_copy(update={"decode": "gpu", "decode_threads": 2}))(iter(frames))))
     _, reference = clip_embed.load_clip(CFG).embed_images(images, 4, decode="cpu")
     assert out.image_id.tolist() == [f"i{k}" for k in range(8)]
     assert (np.stack(out.embedding.to_numpy()) * reference).sum(axis=1).min() >= MIN_COSINE
@@ -297,7 +299,7 @@ def test_udf_body_with_tensor_decode_matches_reference():
 def test_gpu_decode_matches_cpu_reference():
     images = _mixed_corpus()
     _, reference = clip_embed.load_clip(CFG).embed_images(images, 8, decode="cpu")
-    gpu = clip_embed.load_clip({**CFG, "device": "cuda", "precision": "fp32"})
+    gpu = clip_embed.load_clip(CFG.model_copy(update={"device": "cuda", "precision": "fp32"}))
     assert gpu.decode_path("auto") == "gpu"
     for prefetch in (0, 2):
         kept, vectors = gpu.embed_images(images, 8, prefetch=prefetch, decode="auto", decode_threads=2)

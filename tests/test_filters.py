@@ -147,6 +147,10 @@ def _sentence_lake(spark, root, overrides=()):
                   "The children played in the park after the rain.", "A woman read the news in the train."] * 5
     rows += [(f"bg{i:02d}", "doc2", i, 0, t, len(t.split()), None, None, "r0") for i, t in enumerate(background)]
     lake.append(SENTENCES, spark.createDataFrame(rows, SENTENCES.schema))
+    from realsyn_spark.pipeline import SPECS
+
+    for table in SPECS["extract"].writes:   # what the runner does before extract runs (its own earlier output)
+        lake.ensure(table)
     return cfg, lake
 
 

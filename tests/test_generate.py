@@ -16,8 +16,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import GenerateConfig, load_config
-from realsyn_spark.stages import generate
-from realsyn_spark.tables import GENERATION_CACHE, IMAGES, RETRIEVALS, RUN_LOG, SENTENCES, SYNTHETIC_TEXTS, Lake
+from realsyn_spark.pipeline import run_stage
+from realsyn_spark.tables import (GENERATION_CACHE, IMAGES, RETRIEVALS, RUN_LOG,
+                                  SENTENCES, SYNTHETIC_TEXTS, Lake)
+from tests.stage_inputs import ensure_inputs
 from udfs.generate import (Completion, TransformersGenerator, check_output, generate_checked, get_generator,
                            render_prompt, SMALL_MODEL_PROMPT)
 
@@ -86,6 +88,7 @@ def seed_lake(spark, lake, texts, alts):
     lake.overwrite(SENTENCES, spark.createDataFrame(sentences, SENTENCES.schema))
     retrievals = [(f"img{i}", 1, f"s{i}", 0.5, 0, "v", "r") for i in range(n)]
     lake.overwrite(RETRIEVALS, spark.createDataFrame(retrievals, RETRIEVALS.schema))
+    ensure_inputs(lake, "generate")   # its other declared inputs (not read with tags_per_image=0)
 
 
 def counters(spark, lake, run_id):
@@ -134,7 +137,7 @@ def test_openai_backend_cache_rerun_and_changed_prompt(spark, server, tmp_path, 
     lake = Lake(spark, cfg.lake)
     seed_lake(spark, lake, SENTENCE_TEXTS, alts)
     FakeOpenAI.log.clear()
-    first = generate.run(spark, cfg, "run1")
+    first = run_stage(spark, cfg, "generate", "run1")
     texts = {r.image_id: r for r in lake.read(SYNTHETIC_TEXTS).collect()}
     # The Spark-rendered prompt is the paper's prompt as Python renders it (%, braces kept verbatim).
     assert render_prompt(None, SENTENCE_TEXTS[0], "a market stall", []) in FakeOpenAI.log
@@ -151,14 +154,14 @@ def test_openai_backend_cache_rerun_and_changed_prompt(spark, server, tmp_path, 
     assert sent_first == 5 + 1 + 1                                   # 5 prompts, one 429 retry, one refusal retry
 
     FakeOpenAI.log.clear()
-    again = generate.run(spark, cfg, "run2")
+    again = run_stage(spark, cfg, "generate", "run2")
     assert FakeOpenAI.log == [] and again.rows_in == 0
 
     # One word of one sentence changes: only that request is sent again.
     changed = list(SENTENCE_TEXTS)
     changed[3] = changed[3].replace("snowy", "windy")
     seed_lake(spark, lake, changed, alts)
-    third = generate.run(spark, cfg, "run3")
+    third = run_stage(spark, cfg, "generate", "run3")
     assert len(FakeOpenAI.log) == 1 and "windy ridge" in FakeOpenAI.log[0]
     assert third.rows_in == 1
     assert "windy ridge" in lake.read(SYNTHETIC_TEXTS).where("image_id = 'img3'").collect()[0].syn_text
@@ -166,7 +169,7 @@ def test_openai_backend_cache_rerun_and_changed_prompt(spark, server, tmp_path, 
 
     # Another model: every request is new to the cache.
     other = load_config(overrides=overrides + ["generate.model=other-model"])
-    generate.run(spark, other, "run4")
+    run_stage(spark, other, "generate", "run4")
     assert len(FakeOpenAI.log) == 1 + 5 + 1
 
 
@@ -180,10 +183,10 @@ def test_budget_defers_the_rest_and_the_next_run_continues(spark, server, tmp_pa
     texts = [t for t in SENTENCE_TEXTS if "REFUSE" not in t and "FLAKY" not in t]
     seed_lake(spark, lake, texts, ["a", "b", "c"])
     FakeOpenAI.log.clear()
-    generate.run(spark, cfg, "b1")
+    run_stage(spark, cfg, "generate", "b1")
     rows = lake.read(SYNTHETIC_TEXTS).collect()
     assert len(rows) == 2 and len(FakeOpenAI.log) == 2
-    generate.run(spark, cfg, "b2")                                   # the deferred request is sent now
+    run_stage(spark, cfg, "generate", "b2")                                   # the deferred request is sent now
     assert len(FakeOpenAI.log) == 3 and lake.read(SYNTHETIC_TEXTS).count() == 3
 
 
@@ -237,7 +240,7 @@ def test_transformers_backend_in_spark_drops_random_model_output_with_reasons(sp
     cfg = load_config(overrides=overrides)
     lake = Lake(spark, cfg.lake)
     seed_lake(spark, lake, SENTENCE_TEXTS[3:], ["x", "y"])
-    run = generate.run(spark, cfg, "t1")
+    run = run_stage(spark, cfg, "generate", "t1")
     cache = lake.read(GENERATION_CACHE).collect()
     assert len(cache) == 2 and all(r.attempts >= 1 for r in cache)
     # A random 2-layer model rarely stops or makes sense: whatever it wrote is accounted for.

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from realsyn_spark.config import load_config
-from realsyn_spark.stages import fetch, ingest
+from realsyn_spark.pipeline import run_stage
 from realsyn_spark.tables import IMAGE_BLOBS, INGEST_ERRORS, Lake
 
 MAX_BYTES = 200_000
@@ -158,10 +158,10 @@ def fetched(spark, server, tmp_path_factory):
         "spark.shuffle_partitions=4", "fetch.allow_private_hosts=[127.0.0.1]", "fetch.timeout_s=3",
         "fetch.retries=1", f"fetch.max_bytes={MAX_BYTES}", f"fetch.max_pixels={MAX_PIXELS}"])
     lake = Lake(spark, cfg.lake)
-    ingest.run(spark, cfg, "run-1")
-    first = fetch.run(spark, cfg, "run-1")
+    run_stage(spark, cfg, "ingest", "run-1")
+    first = run_stage(spark, cfg, "fetch", "run-1")
     requests_after_first = Counter(server.requests)
-    second = fetch.run(spark, cfg, "run-2")
+    second = run_stage(spark, cfg, "fetch", "run-2")
     return base, lake, first, second, requests_after_first, Counter(server.requests)
 
 
@@ -231,11 +231,11 @@ def hostile_run(spark, server, tmp_path_factory):
         f"fetch.url_deadline_s={URL_DEADLINE_S}", f"fetch.task_budget_s={TASK_BUDGET_S}", "fetch.retries=1",
         "fetch.per_host_limit=1", "fetch.concurrency_per_task=4"])
     lake = Lake(spark, cfg.lake)
-    ingest.run(spark, cfg, "run-1")
-    first = fetch.run(spark, cfg, "run-1")
+    run_stage(spark, cfg, "ingest", "run-1")
+    first = run_stage(spark, cfg, "fetch", "run-1")
     after_first = {r.image_url: r.status for r in lake.read(IMAGE_BLOBS).collect()}
     spans_first = list(hostile.spans)
-    second = fetch.run(spark, cfg, "run-2")
+    second = run_stage(spark, cfg, "fetch", "run-2")
     after_second = {r.image_url: r.status for r in lake.read(IMAGE_BLOBS).collect()}
     errors = {r.source_uri: r.kind for r in lake.read(INGEST_ERRORS).collect()}
     hostile.close()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
+from realsyn_spark.pipeline import run_stage
 from realsyn_spark.sources.fileio import open_input
 from realsyn_spark.sources.inputs import local_uri, scan_inputs
-from realsyn_spark.stages import ingest
 from realsyn_spark.tables import DOCUMENTS, INGEST_ERRORS, INGESTED_SOURCES, Lake
 from tests.test_ingest import config, jsonl, obelics_row
 
@@ -39,7 +39,7 @@ def test_hostile_names_ingest_next_to_good_files_and_odd_entries_are_quarantined
     lake_root = tmp_path / "lake"
     cfg = config(lake_root, corpus)
 
-    stage = ingest.run(spark, cfg, "r1")
+    stage = run_stage(spark, cfg, "ingest", "r1")
 
     lake = Lake(spark, cfg.lake)
     sources = {r.source_uri for r in lake.read(INGESTED_SOURCES).collect()}
@@ -51,7 +51,7 @@ def test_hostile_names_ingest_next_to_good_files_and_odd_entries_are_quarantined
     assert stage.counters["files_unsupported_file"] == 2 and stage.counters["files_unreadable_file"] == 1
     assert stage.counters["files_page_resources"] == 2              # counted, not quarantined
 
-    again = ingest.run(spark, cfg, "r2")   # rerun: nothing twice, the quarantine rows are not repeated
+    again = run_stage(spark, cfg, "ingest", "r2")   # rerun: nothing twice, the quarantine rows are not repeated
     assert again.rows_in == 0 and lake.read(INGEST_ERRORS).count() == 3 and lake.read(DOCUMENTS).count() == len(names)
 
 
@@ -87,7 +87,7 @@ def test_a_folder_of_good_and_hostile_files_keeps_every_good_record(spark, tmp_p
         (corpus / name).write_bytes(data)
     cfg = config(tmp_path / "lake", corpus, "ingest.max_document_bytes=8000000")
 
-    ingest.run(spark, cfg, "r1")
+    run_stage(spark, cfg, "ingest", "r1")
 
     lake = Lake(spark, cfg.lake)
     urls = sorted(r.url for r in lake.read(DOCUMENTS).select("url").collect())

@@ -7,7 +7,7 @@ import json
 
 from realsyn_spark.config import load_config
 from realsyn_spark.instruction_data import export
-from realsyn_spark.stages import generate
+from realsyn_spark.pipeline import run_stage
 from realsyn_spark.tables import SYNTHETIC_TEXTS, Lake
 from tests.test_generate import KEY, SENTENCE_TEXTS, FakeOpenAI, seed_lake, server, tiny_llama  # noqa: F401
 from udfs.generate import render_prompt
@@ -69,7 +69,7 @@ def test_a_fine_tuned_model_is_loaded_back_from_its_directory(spark, tiny_llama,
                                  "generate.tags_per_image=0", "generate.torch_threads=1", "spark.shuffle_partitions=1"])
     lake = Lake(spark, cfg.lake)
     seed_lake(spark, lake, SENTENCE_TEXTS[3:4], ["x"])
-    run = generate.run(spark, cfg, "ft1")
+    run = run_stage(spark, cfg, "generate", "ft1")
     assert run.counters["requests_answered"] == 1 and run.counters["completion_tokens"] > 0
     assert lake.read(SYNTHETIC_TEXTS).count() + sum(v for k, v in run.counters.items() if k.startswith("dropped:")) == 1
     assert {r.generator for r in lake.read(SYNTHETIC_TEXTS).collect()} <= {f"transformers:{tiny_llama}"}

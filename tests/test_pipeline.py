@@ -192,7 +192,7 @@ def test_refresh_with_new_files_equals_a_full_build(spark, sample_corpus, runs, 
     every current image to them. Images the new files withdrew (their duplicate arrived and won) must
     leave every derived table, as they never enter a full build's."""
     from realsyn_spark.stages import balance
-    from realsyn_spark.stages.embed import current_model_id
+    from realsyn_spark.runlog import recorded_embedding_model
 
     cfg, lake, second = refreshed
     full = runs[1]
@@ -222,7 +222,7 @@ def test_refresh_with_new_files_equals_a_full_build(spark, sample_corpus, runs, 
     assert log["generate"].counters["texts_withdrawn"] > 0 and log["balance"].counters["images_withdrawn"] > 0
     # balance: the refreshed table is a full assignment of the current band to the frozen centroids
     bcfg = cfg.balance
-    model_id = current_model_id(cfg.embed)
+    model_id = recorded_embedding_model(lake, cfg.embed).model_id
     version = balance.latest_version(lake, model_id)
     kept = balance.similarity_band(lake, bcfg, model_id).where("drop_reason IS NULL")
     expected = balance.rank_in_clusters(balance.assign_images(lake, kept, version, balance.load_coarse(lake, version),

@@ -8,11 +8,13 @@ import pytest
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import load_config
-from realsyn_spark.stages import generate, tagvocab
-from realsyn_spark.stages.embed import current_model_id
+from realsyn_spark.pipeline import run_stage
+from realsyn_spark.runlog import recorded_embedding_model
+from realsyn_spark.stages import tagvocab
 from realsyn_spark.tables import (GENERATION_CACHE, IMAGE_EMBEDDINGS, IMAGES, RETRIEVALS, SENTENCE_PHRASES, SENTENCES,
                                   SYNTHETIC_TEXTS, SYNTHETIC_TEXTS_PER_RANK, TAG_EMBEDDINGS, TAG_VOCABULARY, Lake)
 from tests.conftest import tiny_overrides
+from tests.stage_inputs import ensure_inputs, record_embedding
 from udfs.tagger import chunk_phrases, load_parser
 
 # (text, dropped?) "bicycle" is mined 3x, "fishing boat" 2x, "lighthouse" once (under min count);
@@ -29,9 +31,12 @@ SENTENCES_SEED = [
 BASE = ["dog", "cat", "car"]
 
 
-def seed_sentences(spark, lake, rows):
+def seed_sentences(spark, lake, cfg, rows):
+    """Sentences, the embedding model recorded as embed would, and generate's other inputs empty."""
     data = [(f"s{i}", "doc", i, 0, t, len(t.split()), d, None, "r") for i, (t, d) in enumerate(rows)]
     lake.overwrite(SENTENCES, spark.createDataFrame(data, SENTENCES.schema))
+    record_embedding(lake, cfg)
+    ensure_inputs(lake, "generate")
 
 
 def config(tmp_path, *extra):
@@ -59,8 +64,8 @@ def test_builtin_base_list_carries_imagenet_and_coco_names():
 def test_vocabulary_is_mined_versioned_and_embedded_once(spark, tmp_path):
     cfg = config(tmp_path)
     lake = Lake(spark, cfg.lake)
-    seed_sentences(spark, lake, SENTENCES_SEED)
-    first = tagvocab.run(spark, cfg, "v1")
+    seed_sentences(spark, lake, cfg, SENTENCES_SEED)
+    first = run_stage(spark, cfg, "tagvocab", "v1")
     rows = lake.read(TAG_VOCABULARY).orderBy("rank").collect()
     version = rows[0].version
     assert [(r.tag, r.source, r.sentence_count) for r in rows] == [
@@ -68,20 +73,20 @@ def test_vocabulary_is_mined_versioned_and_embedded_once(spark, tmp_path):
         ("bicycle", "mined", 3), ("bakery", "mined", 2), ("boat", "mined", 2)]
     assert first.counters["sentences_parsed"] == 5            # kept sentences only
     assert first.counters["tags_embedded"] == 6 and first.counters["new_version"] == 1
-    model = current_model_id(cfg.embed)
+    model = recorded_embedding_model(lake, cfg.embed).model_id
     vectors = lake.read(TAG_EMBEDDINGS).where((F.col("version") == version) & (F.col("model_id") == model)).collect()
     assert sorted(r.tag for r in vectors) == sorted(r.tag for r in rows)
     assert all(abs(np.linalg.norm(r.embedding) - 1) < 1e-4 for r in vectors)
 
-    again = tagvocab.run(spark, cfg, "v2")                     # nothing parsed, written or embedded twice
+    again = run_stage(spark, cfg, "tagvocab", "v2")                     # nothing parsed, written or embedded twice
     assert again.counters["sentences_parsed"] == 0 and again.counters["new_version"] == 0
     assert again.counters["tags_embedded"] == 0
     assert lake.read(TAG_VOCABULARY).count() == 6 and lake.read(TAG_EMBEDDINGS).count() == 6
 
     # Two more sentences: only they are parsed; "fishing boat" now ties, "lighthouse" reaches the count.
-    seed_sentences(spark, lake, SENTENCES_SEED + [("A lighthouse stands on the cliff.", None),
+    seed_sentences(spark, lake, cfg, SENTENCES_SEED + [("A lighthouse stands on the cliff.", None),
                                                   ("The lighthouse has a red roof.", None)])
-    third = tagvocab.run(spark, cfg, "v3")
+    third = run_stage(spark, cfg, "tagvocab", "v3")
     assert third.counters["sentences_parsed"] == 2 and third.counters["new_version"] == 1
     current = tagvocab.current_version(lake)
     assert current != version
@@ -93,8 +98,8 @@ def test_vocabulary_is_mined_versioned_and_embedded_once(spark, tmp_path):
 def test_vocabulary_order_ties_and_size(spark, tmp_path):
     cfg = config(tmp_path, "tagger.vocabulary_size=8")
     lake = Lake(spark, cfg.lake)
-    seed_sentences(spark, lake, SENTENCES_SEED + [("A lighthouse stands on the cliff.", None)])
-    tagvocab.run(spark, cfg, "v1")
+    seed_sentences(spark, lake, cfg, SENTENCES_SEED + [("A lighthouse stands on the cliff.", None)])
+    run_stage(spark, cfg, "tagvocab", "v1")
     tags = tagvocab.vocabulary_tags(lake, tagvocab.current_version(lake))
     # count desc, then name: bicycle 3; bakery, boat, fishing boat, lighthouse 2; umbrella never (dropped).
     assert tags == ["dog", "cat", "car", "bicycle", "bakery", "boat", "fishing boat", "lighthouse"]
@@ -104,7 +109,7 @@ def seed_images(spark, lake, cfg, vectors: dict[str, np.ndarray], ranks: int = 1
     ids = sorted(vectors)
     images = [(i, "doc", n, f"http://x/{i}.jpg", None, None, 200, 200, None, None, "r") for n, i in enumerate(ids)]
     lake.overwrite(IMAGES, spark.createDataFrame(images, IMAGES.schema))
-    model = current_model_id(cfg.embed)
+    model = recorded_embedding_model(lake, cfg.embed).model_id
     emb = [(i, model, [float(x) for x in vectors[i]], "r") for i in ids]
     lake.overwrite(IMAGE_EMBEDDINGS, spark.createDataFrame(emb, IMAGE_EMBEDDINGS.schema))
     retrievals = [(i, r, f"s{(n + r - 1) % 4}", 0.5, 0, "v", "r") for n, i in enumerate(ids) for r in range(1, ranks + 1)]
@@ -114,19 +119,19 @@ def seed_images(spark, lake, cfg, vectors: dict[str, np.ndarray], ranks: int = 1
 def tag_vector(lake, cfg, tag):
     version = tagvocab.current_version(lake)
     row = lake.read(TAG_EMBEDDINGS).where((F.col("version") == version) & (F.col("tag") == tag)
-                                         & (F.col("model_id") == current_model_id(cfg.embed))).collect()[0]
+                                         & (F.col("model_id") == recorded_embedding_model(lake, cfg.embed).model_id)).collect()[0]
     return np.asarray(row.embedding, np.float32)
 
 
 def test_generate_tags_images_from_the_stored_vocabulary(spark, tmp_path):
     cfg = config(tmp_path, "generate.tags_per_image=1")
     lake = Lake(spark, cfg.lake)
-    seed_sentences(spark, lake, SENTENCES_SEED)
-    tagvocab.run(spark, cfg, "v1")
+    seed_sentences(spark, lake, cfg, SENTENCES_SEED)
+    run_stage(spark, cfg, "tagvocab", "v1")
     # An image whose embedding is a tag's text embedding has that tag first.
     seed_images(spark, lake, cfg, {"img0": tag_vector(lake, cfg, "bicycle"), "img1": tag_vector(lake, cfg, "cat")})
     n_vectors = lake.read(TAG_EMBEDDINGS).count()
-    run = generate.run(spark, cfg, "g1")
+    run = run_stage(spark, cfg, "generate", "g1")
     tags = {r.image_id: list(r.tags) for r in lake.read(SYNTHETIC_TEXTS).collect()}
     assert tags == {"img0": ["bicycle"], "img1": ["cat"]}
     assert run.counters["captions_from_tags"] == 2
@@ -136,18 +141,18 @@ def test_generate_tags_images_from_the_stored_vocabulary(spark, tmp_path):
 def test_generate_without_a_vocabulary_says_to_run_tagvocab(spark, tmp_path):
     cfg = config(tmp_path, "generate.tags_per_image=1")
     lake = Lake(spark, cfg.lake)
-    seed_sentences(spark, lake, SENTENCES_SEED)
+    seed_sentences(spark, lake, cfg, SENTENCES_SEED)
     seed_images(spark, lake, cfg, {"img0": np.ones(8, np.float32)})
     with pytest.raises(RuntimeError, match="run the tagvocab stage first"):
-        generate.run(spark, cfg, "g1")
+        run_stage(spark, cfg, "generate", "g1")
 
 
 def test_one_syn_text_per_retrieved_text(spark, tmp_path):
     cfg = config(tmp_path, "generate.tags_per_image=0", "generate.per_retrieved_text=true")
     lake = Lake(spark, cfg.lake)
-    seed_sentences(spark, lake, [(t, None) for t, _ in SENTENCES_SEED[:4]])
+    seed_sentences(spark, lake, cfg, [(t, None) for t, _ in SENTENCES_SEED[:4]])
     seed_images(spark, lake, cfg, {"img0": np.ones(8), "img1": np.ones(8)}, ranks=3)
-    first = generate.run(spark, cfg, "k1")
+    first = run_stage(spark, cfg, "generate", "k1")
     per_rank = {(r.image_id, r.rank): r for r in lake.read(SYNTHETIC_TEXTS_PER_RANK).collect()}
     assert sorted(per_rank) == [(i, r) for i in ("img0", "img1") for r in (1, 2, 3)]
     texts = {r.sentence_id: r.text for r in lake.read(SENTENCES).collect()}
@@ -158,5 +163,5 @@ def test_one_syn_text_per_retrieved_text(spark, tmp_path):
     assert {i: r.request_hash for i, r in main.items()} == {i: per_rank[(i, 1)].request_hash for i in main}
     # img0 rank 2 and img1 rank 1 rewrite the same sentence (s1): one request, two rows.
     assert lake.read(GENERATION_CACHE).count() == 4 and first.counters["requests_answered"] == 4
-    again = generate.run(spark, cfg, "k2")
+    again = run_stage(spark, cfg, "generate", "k2")
     assert again.rows_in == 0 and again.counters["requests_answered"] == 0

@@ -18,13 +18,16 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from udfs.pixels import decode_rgb
 from udfs.worker import cuda_device, task_gpu, task_threads
+
+if TYPE_CHECKING:
+    from realsyn_spark.config import EmbedConfig
 
 log = logging.getLogger("realsyn.udfs")
 
@@ -248,22 +251,24 @@ def autocast_dtype(device: str, precision: str = "auto"):
     return None
 
 
-def model_id_for(cfg: dict, random_weights: bool) -> str:
+# Executor code takes the typed `embed` section as it is (pydantic models pickle), so its defaults are
+# the config's and nowhere else.
+def model_id_for(cfg: EmbedConfig, random_weights: bool) -> str:
     if random_weights:
-        return f"{cfg['model']}:random-seed{RANDOM_WEIGHTS_SEED}"
-    if cfg.get("checkpoint_path"):
-        return f"{cfg['model']}:file:{os.path.basename(cfg['checkpoint_path'])}"
-    return f"{cfg['model']}:{cfg.get('pretrained') or 'none'}"
+        return f"{cfg.model}:random-seed{RANDOM_WEIGHTS_SEED}"
+    if cfg.checkpoint_path:
+        return f"{cfg.model}:file:{os.path.basename(cfg.checkpoint_path)}"
+    return f"{cfg.model}:{cfg.pretrained or 'none'}"
 
 
-def _torch_threads(cfg: dict) -> int:
-    return int(cfg["torch_threads"]) if cfg.get("torch_threads") else task_threads()
+def _torch_threads(cfg: EmbedConfig) -> int:
+    return cfg.torch_threads or task_threads()
 
 
-def _device(cfg: dict) -> str:
+def _device(cfg: EmbedConfig) -> str:
     import torch
 
-    device = cfg.get("device", "auto")
+    device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -273,11 +278,11 @@ def _device(cfg: dict) -> str:
     return device
 
 
-def load_clip(cfg: dict) -> ClipBundle:
+def load_clip(cfg: EmbedConfig) -> ClipBundle:
     """One model per worker process, configuration and device."""
     device = _device(cfg)
-    key = json.dumps({**{k: cfg.get(k) for k in ("model", "pretrained", "checkpoint_path", "model_config_path",
-                                                  "allow_random_weights", "precision")}, "device": device},
+    key = json.dumps({**cfg.model_dump(include={"model", "pretrained", "checkpoint_path", "model_config_path",
+                                                "allow_random_weights", "precision"}), "device": device},
                      sort_keys=True)
     with _LOCK:
         bundle = _MODELS.get(key)
@@ -289,46 +294,44 @@ def load_clip(cfg: dict) -> ClipBundle:
     return bundle
 
 
-def _create(cfg: dict, device: str) -> ClipBundle:
+def _create(cfg: EmbedConfig, device: str) -> ClipBundle:
     import open_clip
     import torch
 
-    if cfg.get("model_config_path"):
-        open_clip.add_model_config(cfg["model_config_path"])
-    weights = cfg.get("checkpoint_path") or cfg.get("pretrained") or None
+    if cfg.model_config_path:
+        open_clip.add_model_config(cfg.model_config_path)
+    weights = cfg.checkpoint_path or cfg.pretrained or None
     random_weights = weights is None
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(cfg["model"], pretrained=weights)
+        model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=weights)
     except Exception as exc:
-        if not cfg.get("allow_random_weights"):
+        if not cfg.allow_random_weights:
             raise RuntimeError(
-                f"cannot load CLIP weights {cfg['model']!r}/{weights!r}: {exc}. Give a local checkpoint "
+                f"cannot load CLIP weights {cfg.model!r}/{weights!r}: {exc}. Give a local checkpoint "
                 "(embed.checkpoint_path) or set embed.allow_random_weights=true to run on random weights."
             ) from exc
-        log.warning("CLIP weights %s/%s unavailable (%s): using seeded random weights", cfg["model"], weights, exc)
+        log.warning("CLIP weights %s/%s unavailable (%s): using seeded random weights", cfg.model, weights, exc)
         random_weights = True
     if random_weights:
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        model, _, preprocess = open_clip.create_model_and_transforms(cfg["model"], pretrained=None)
+        model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=None)
     model = model.eval().to(device)
     from udfs.tensor_pixels import TensorPreprocess
 
     dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None \
-        else int(model.encode_text(open_clip.get_tokenizer(cfg["model"])(["x"]).to(device)).shape[1])
-    return ClipBundle(model, preprocess, open_clip.get_tokenizer(cfg["model"]), model_id_for(cfg, random_weights),
-                      device, random_weights, dim, cfg.get("precision") or "auto", TensorPreprocess.from_model(model))
+        else int(model.encode_text(open_clip.get_tokenizer(cfg.model)(["x"]).to(device)).shape[1])
+    return ClipBundle(model, preprocess, open_clip.get_tokenizer(cfg.model), model_id_for(cfg, random_weights),
+                      device, random_weights, dim, cfg.precision, TensorPreprocess.from_model(model))
 
 
-def image_embedder(cfg: dict) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def image_embedder(cfg: EmbedConfig) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas body: (image_id, image_bytes) -> (image_id, model_id, embedding).
 
     Batches of `batch_size` images flow across the Arrow input frames; with `prefetch_batches` > 0 a
     background thread decodes and preprocesses the next batches while the model runs.
     """
-    batch_size = int(cfg.get("batch_size", 32))
-    prefetch = int(cfg.get("prefetch_batches", 0) or 0)
-    storage = cfg.get("storage_dtype") or "float32"
-    decode, decode_threads = cfg.get("decode") or "auto", cfg.get("decode_threads")
+    batch_size, prefetch, storage = cfg.batch_size, cfg.prefetch_batches, cfg.storage_dtype
+    decode, decode_threads = cfg.decode, cfg.decode_threads
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         bundle = load_clip(cfg)
@@ -344,10 +347,9 @@ def image_embedder(cfg: dict) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.
     return run
 
 
-def text_embedder(cfg: dict, id_column: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def text_embedder(cfg: EmbedConfig, id_column: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas body: (<id_column>, text) -> (<id_column>, model_id, embedding)."""
-    batch_size = int(cfg.get("batch_size", 32)) * 2
-    storage = cfg.get("storage_dtype") or "float32"
+    batch_size, storage = cfg.batch_size * 2, cfg.storage_dtype
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         bundle = load_clip(cfg)

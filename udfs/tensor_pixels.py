@@ -45,14 +45,14 @@ class TensorPreprocess:
         """None when the model's preprocessing is one this module does not reproduce (then decode=cpu)."""
         import open_clip
 
-        cfg = open_clip.get_model_preprocess_cfg(model)
-        size = cfg.get("size")
+        preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
+        size = preprocess_cfg.get("size")
         size = (size, size) if isinstance(size, int) else tuple(size)
-        if cfg.get("resize_mode", "shortest") not in ("shortest", "squash") \
-                or cfg.get("interpolation", "bicubic") not in ("bicubic", "bilinear"):
+        if preprocess_cfg.get("resize_mode", "shortest") not in ("shortest", "squash") \
+                or preprocess_cfg.get("interpolation", "bicubic") not in ("bicubic", "bilinear"):
             return None
-        return cls(size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bicubic"),
-                   cfg.get("resize_mode", "shortest"))
+        return cls(size, tuple(preprocess_cfg["mean"]), tuple(preprocess_cfg["std"]), preprocess_cfg.get("interpolation", "bicubic"),
+                   preprocess_cfg.get("resize_mode", "shortest"))
 
 
 def orient_tensor(image, orientation: int):

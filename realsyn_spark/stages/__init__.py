@@ -1,1 +1,1 @@
-"""One module per pipeline stage. Each exposes `run(spark, cfg, run_id) -> StageRun`."""
+"""One module per pipeline stage. Each exposes `run(ctx: runlog.StageContext) -> StageRun`, called by `pipeline.run_stage`."""

@@ -32,9 +32,8 @@ from realsyn_spark.clustering import (HASH_BUCKETS, auto_clusters, content_finge
                                       train_kmeans)
 from realsyn_spark.config import BalanceConfig, RealSynConfig
 from realsyn_spark.ids import stable_id
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.runlog import EmbeddingModel, StageContext, StageRun
 from realsyn_spark.sparkutil import arrow_batch_rows, parallelism
-from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
 from realsyn_spark.stages.retrieve import kept_image_vectors
 from realsyn_spark.tables import BALANCE_CENTROIDS, BALANCED, SYNTHETIC_EMBEDDINGS, SYNTHETIC_TEXTS, Lake
 from udfs.balance_kmeans import FINE_ASSIGNED, FINE_CENTROIDS, PROBED, assign_fine, probe_cells, train_cell
@@ -45,12 +44,14 @@ COARSE_POINTS_PER_CLUSTER = 256   # FAISS's own default cap per centroid
 ASSIGNED = "image_id string, cluster_id int, centroid_score float"
 
 
-def embed_new_synthetic_texts(spark: SparkSession, lake: Lake, cfg: RealSynConfig, model_id: str, run_id: str):
+def embed_new_synthetic_texts(spark: SparkSession, lake: Lake, cfg: RealSynConfig, embedding: EmbeddingModel,
+                              run_id: str):
+    model_id = embedding.model_id
     texts = lake.read(SYNTHETIC_TEXTS).select("request_hash", F.col("syn_text").alias("text")).dropDuplicates(["request_hash"])
     done = lake.read(SYNTHETIC_EMBEDDINGS).where(F.col("model_id") == model_id).select("request_hash")
     todo = texts.join(done, "request_hash", "left_anti").repartition(cfg.spark.shuffle_partitions)
     with arrow_batch_rows(spark, cfg.embed.batch_size * 8):
-        vectors = todo.mapInPandas(text_embedder(resolve_embed_config(cfg.embed), "request_hash"),
+        vectors = todo.mapInPandas(text_embedder(embedding.config, "request_hash"),
                                    "request_hash string, model_id string, embedding array<float>")
         lake.merge_insert(SYNTHETIC_EMBEDDINGS, vectors.withColumn("run_id", F.lit(run_id)))
 
@@ -260,12 +261,13 @@ def report_drift(lake: Lake, version: str, assigned: DataFrame, cfg: BalanceConf
               f" quantile (cosine {threshold:.3f}) of the existing ones: set balance.retrain=true to re-cluster")
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
     bcfg = cfg.balance
-    with stage_run(lake, cfg, run_id, "balance") as stage:
-        model_id = current_model_id(cfg.embed)
-        embed_new_synthetic_texts(spark, lake, cfg, model_id, run_id)
+    with ctx.stage as stage:
+        embedding = ctx.embedding_model()
+        model_id = embedding.model_id
+        embed_new_synthetic_texts(spark, lake, cfg, embedding, run_id)
         banded = similarity_band(lake, bcfg, model_id).cache()
         kept = banded.where("drop_reason IS NULL")
         version = None if bcfg.retrain else latest_version(lake, model_id)

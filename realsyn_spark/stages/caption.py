@@ -16,11 +16,11 @@ import logging
 import math
 import os
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import CaptionConfig, RealSynConfig
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.sparkutil import arrow_batch_rows
 from realsyn_spark.tables import CAPTIONS, IMAGE_BLOBS, IMAGES, Lake
 from udfs.caption import CAPTIONED_SCHEMA, image_captioner
@@ -159,10 +159,10 @@ def record_counters(stage: StageRun, lake: Lake, run_id: str) -> None:
     stage.rows_out = mine.count()
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
     c = cfg.caption
-    with stage_run(lake, cfg, run_id, "caption") as stage:
+    with ctx.stage as stage:
         path = resolve_captioner(c)
         if path is None:
             # Every kept image takes the fallback in generate (counted there per source).

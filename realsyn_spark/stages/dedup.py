@@ -16,8 +16,8 @@ from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
 from realsyn_spark.dedup import resolve_duplicate_chains, semantic_duplicate_groups
-from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.stages.embed import current_model_id
+from realsyn_spark.rules import rule
+from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.tables import (IMAGE_EMBEDDINGS, IMAGES, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCES,
                                   Lake)
 
@@ -69,7 +69,7 @@ def apply_decisions(lake: Lake, kind: str, semantic: DataFrame) -> int:
     decided = (rows.join(sem, id_col, "left")
                .withColumn("duplicate_of", F.when(is_dup, F.col("_rep"))
                            .when(candidate, F.lit(None).cast("string")).otherwise(F.col("duplicate_of")))
-               .withColumn("drop_reason", F.when(is_dup, F.lit("semantic_duplicate"))
+               .withColumn("drop_reason", F.when(is_dup, F.lit(rule(kind, "semantic_duplicate")))
                            .when(candidate, F.lit(None).cast("string")).otherwise(F.col("drop_reason")))
                .drop("_rep"))
     decided = resolve_duplicate_chains(decided, id_col).localCheckpoint(eager=True)
@@ -78,11 +78,11 @@ def apply_decisions(lake: Lake, kind: str, semantic: DataFrame) -> int:
     return decided.where(F.col("drop_reason") == "semantic_duplicate").count()
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
-    with stage_run(lake, cfg, run_id, "dedup") as stage:
-        model_id = current_model_id(cfg.embed)
-        random_weights = ":random-seed" in model_id
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
+    with ctx.stage as stage:
+        embedding = ctx.embedding_model()
+        model_id, random_weights = embedding.model_id, embedding.random_weights
         parts = []
         for kind, (_, _, _, _, enabled_key) in MODALITIES.items():
             if not getattr(cfg.dedup, enabled_key):

@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from realsyn_spark.config import EmbedConfig, RealSynConfig
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.config import EmbedConfig
+from realsyn_spark.runlog import StageContext, StageRun, record_embedding_model
 from realsyn_spark.sparkutil import arrow_batch_rows, parallelism
 from realsyn_spark.tables import IMAGE_BLOBS, IMAGE_EMBEDDINGS, IMAGES, SENTENCE_EMBEDDINGS, SENTENCES, Lake
 from udfs.clip_embed import image_embedder, model_id_for, text_embedder
@@ -49,9 +49,10 @@ def _weights_cached(cfg: EmbedConfig) -> bool:
                for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"))
 
 
-def resolve_embed_config(cfg: EmbedConfig) -> dict:
-    """Executor-side settings, with the random-weight fallback decided once, here on the driver."""
-    resolved = cfg.model_dump()
+def resolve_embed_config(cfg: EmbedConfig) -> EmbedConfig:
+    """Executor-side settings, with the random-weight fallback decided once, here on the driver (the only
+    place that asks the hub; later stages read what embed recorded in `embedding_models`)."""
+    resolved = cfg
     if cfg.checkpoint_path or not cfg.pretrained:
         return resolved
     if _weights_cached(cfg) or _hub_reachable():
@@ -63,20 +64,18 @@ def resolve_embed_config(cfg: EmbedConfig) -> dict:
     log.warning("NO CLIP WEIGHTS: %s/%s cannot be downloaded here; embedding with seeded RANDOM weights. "
                 "Retrieval and similarity scores are meaningless until real weights are configured.",
                 cfg.model, cfg.pretrained)
-    resolved["pretrained"] = None
-    return resolved
+    return cfg.model_copy(update={"pretrained": None})
 
 
-def resolved_model_id(resolved: dict) -> str:
-    return model_id_for(resolved, random_weights=not (resolved.get("checkpoint_path") or resolved.get("pretrained")))
+def uses_random_weights(resolved: EmbedConfig) -> bool:
+    return not (resolved.checkpoint_path or resolved.pretrained)
 
 
-def current_model_id(cfg: EmbedConfig) -> str:
-    """The model id the embed stage writes under, for stages that read its vectors."""
-    return resolved_model_id(resolve_embed_config(cfg))
+def resolved_model_id(resolved: EmbedConfig) -> str:
+    return model_id_for(resolved, random_weights=uses_random_weights(resolved))
 
 
-def embed_images(spark: SparkSession, lake: Lake, resolved: dict, model_id: str, run_id: str) -> DataFrame:
+def embed_images(spark: SparkSession, lake: Lake, resolved: EmbedConfig, model_id: str, run_id: str) -> DataFrame:
     kept = lake.read(IMAGES).where("drop_reason IS NULL").select("image_id", "image_url")
     done = lake.read(IMAGE_EMBEDDINGS).where(F.col("model_id") == model_id).select("image_id")
     todo = (kept.join(done, "image_id", "left_anti")
@@ -87,7 +86,7 @@ def embed_images(spark: SparkSession, lake: Lake, resolved: dict, model_id: str,
             .withColumn("run_id", F.lit(run_id)))
 
 
-def embed_sentences(spark: SparkSession, lake: Lake, resolved: dict, model_id: str, run_id: str) -> DataFrame:
+def embed_sentences(spark: SparkSession, lake: Lake, resolved: EmbedConfig, model_id: str, run_id: str) -> DataFrame:
     kept = lake.read(SENTENCES).where("drop_reason IS NULL").select("sentence_id", "text")
     done = lake.read(SENTENCE_EMBEDDINGS).where(F.col("model_id") == model_id).select("sentence_id")
     return (kept.join(done, "sentence_id", "left_anti").repartition(parallelism(spark))
@@ -95,11 +94,12 @@ def embed_sentences(spark: SparkSession, lake: Lake, resolved: dict, model_id: s
             .withColumn("run_id", F.lit(run_id)))
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
-    with stage_run(lake, cfg, run_id, "embed") as stage:
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
+    with ctx.stage as stage:
         resolved = resolve_embed_config(cfg.embed)
         model_id = resolved_model_id(resolved)
+        record_embedding_model(lake, model_id, resolved, uses_random_weights(resolved), run_id)
         before_images = lake.read(IMAGE_EMBEDDINGS).where(F.col("model_id") == model_id).count()
         before_sentences = lake.read(SENTENCE_EMBEDDINGS).where(F.col("model_id") == model_id).count()
         with arrow_batch_rows(spark, cfg.embed.batch_size * 4):

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from realsyn_spark import hadoopfs, scales
 from realsyn_spark.config import ExportConfig, RealSynConfig
 from realsyn_spark.dedup import image_sources
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.sources.fileio import open_output
 from realsyn_spark.sparkutil import arrow_batch_rows
 from realsyn_spark.tables import BALANCED, DATASET, IMAGE_BLOBS, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS, Lake
@@ -112,9 +112,9 @@ def scale_folder(out_dir: str, scale: scales.Scale) -> str:
     return out_dir if scale.name == "all" else f"{out_dir}/{scale.name}"
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
-    with stage_run(lake, cfg, run_id, "export") as stage:
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
+    with ctx.stage as stage:
         lake.overwrite(DATASET, dataset_rows(lake, cfg, run_id))
         dataset = lake.read(DATASET)
         stage.rows_in = dataset.count()

@@ -27,7 +27,8 @@ from realsyn_spark import sentence_filters as sf
 from realsyn_spark import text as textrules
 from realsyn_spark.config import ImageFilterConfig, RealSynConfig, SentenceFilterConfig
 from realsyn_spark.dedup import near_duplicate_groups, resolve_duplicate_chains
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.rules import rule
+from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.sparkutil import arrow_batch_rows, parallelism as task_parallelism
 from realsyn_spark.tables import (DOCUMENTS, IMAGE_BLOBS, IMAGE_HASHES, IMAGES, SEMANTIC_DUPLICATES, SENTENCES,
                                   Lake)
@@ -52,11 +53,12 @@ def segment_documents(normalise: bool):
     return run
 
 
-def _first_failing(rules: list[tuple[str, Column]]) -> Column:
-    """drop_reason = the name of the first rule that holds, in the paper's order; null when all pass."""
+def _first_failing(rules: list[tuple[str, Column]], modality: str | None = None) -> Column:
+    """drop_reason = the name of the first rule that holds, in the paper's order; null when all pass.
+    With `modality`, every name must be declared in realsyn_spark/rules.py."""
     decision = F.lit(None).cast("string")
     for name, dropped in reversed(rules):
-        decision = F.when(dropped, F.lit(name)).otherwise(decision)
+        decision = F.when(dropped, F.lit(rule(modality, name) if modality else name)).otherwise(decision)
     return decision
 
 
@@ -81,7 +83,7 @@ def sentence_rules(cfg: SentenceFilterConfig) -> list[tuple[str, Column]]:
     return rules
 
 
-def mark_exact_duplicates(df: DataFrame, id_col: str, key: Column) -> DataFrame:
+def mark_exact_duplicates(df: DataFrame, id_col: str, key: Column, modality: str = "images") -> DataFrame:
     """Among rows that passed the rules, every row but the smallest id per key is an exact duplicate."""
     survivors = df.where(F.col("drop_reason").isNull())
     first = Window.partitionBy("_dedup_key").orderBy(id_col)
@@ -90,7 +92,7 @@ def mark_exact_duplicates(df: DataFrame, id_col: str, key: Column) -> DataFrame:
               .select(id_col, "_first"))
     joined = df.join(ranked, id_col, "left")
     is_dup = F.col("_first").isNotNull() & (F.col("_first") != F.col(id_col))
-    return (joined.withColumn("drop_reason", F.when(is_dup, F.lit("exact_duplicate")).otherwise(F.col("drop_reason")))
+    return (joined.withColumn("drop_reason", F.when(is_dup, F.lit(rule(modality, "exact_duplicate"))).otherwise(F.col("drop_reason")))
             .withColumn("duplicate_of", F.when(is_dup, F.col("_first")))
             .drop("_first"))
 
@@ -169,21 +171,21 @@ def mark_near_duplicates(spark: SparkSession, lake: Lake, decided: DataFrame, cf
                & (F.col("_near_rep") != F.col("image_id")))
     return (decided.join(groups, "image_id", "left")
             .withColumn("duplicate_of", F.when(is_near, F.col("_near_rep")).otherwise(F.col("duplicate_of")))
-            .withColumn("drop_reason", F.when(is_near, F.lit("near_duplicate")).otherwise(F.col("drop_reason")))
+            .withColumn("drop_reason", F.when(is_near, F.lit(rule("images", "near_duplicate"))).otherwise(F.col("drop_reason")))
             .drop("_near_rep"))
 
 
 def apply_semantic_duplicates(lake: Lake, decided: DataFrame, kind: str, id_col: str) -> DataFrame:
     """Re-apply the `dedup` stage's semantic decisions to rows that still pass every other rule, where the
     group's representative still does too (otherwise the next `dedup` run decides the group anew)."""
-    semantic = (lake.read(SEMANTIC_DUPLICATES).where(F.col("kind") == kind)
+    semantic = (lake.read_or_empty(SEMANTIC_DUPLICATES).where(F.col("kind") == kind)   # none before dedup ran
                 .select(F.col("item_id").alias(id_col), F.col("representative_id").alias("_sem_rep")))
     alive = decided.where("drop_reason IS NULL").select(F.col(id_col).alias("_sem_rep"))
     valid = semantic.join(alive, "_sem_rep")
     is_dup = F.col("drop_reason").isNull() & F.col("_sem_rep").isNotNull()
     return (decided.join(valid, id_col, "left")
             .withColumn("duplicate_of", F.when(is_dup, F.col("_sem_rep")).otherwise(F.col("duplicate_of")))
-            .withColumn("drop_reason", F.when(is_dup, F.lit("semantic_duplicate")).otherwise(F.col("drop_reason")))
+            .withColumn("drop_reason", F.when(is_dup, F.lit(rule(kind, "semantic_duplicate"))).otherwise(F.col("drop_reason")))
             .drop("_sem_rep"))
 
 
@@ -195,7 +197,7 @@ def decide_images(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id: s
     rows = (lake.read(IMAGES).drop("drop_reason", "duplicate_of", "sha256", "width", "height")
             .join(blobs, "image_url", "left")
             .withColumnRenamed("b_sha", "sha256").withColumnRenamed("b_w", "width").withColumnRenamed("b_h", "height"))
-    decided = rows.withColumn("drop_reason", _first_failing(image_rules(icfg)))
+    decided = rows.withColumn("drop_reason", _first_failing(image_rules(icfg), "images"))
     if icfg.exact_dedup:
         decided = mark_exact_duplicates(decided, "image_id", F.col("sha256"))
     else:
@@ -262,10 +264,10 @@ def decide_sentences(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id
                           | (F.col("ppl_score") > scfg.max_perplexity)))
         else:
             count("perplexity_skipped", 1)
-    decided = rows.withColumn("drop_reason", _first_failing(rules))
+    decided = rows.withColumn("drop_reason", _first_failing(rules, "sentences"))
     if scfg.exact_dedup:
         dedup_key = F.trim(F.regexp_replace(F.lower("text"), r"[^\p{L}\p{N}]+", " "))
-        decided = mark_exact_duplicates(decided, "sentence_id", dedup_key)
+        decided = mark_exact_duplicates(decided, "sentence_id", dedup_key, "sentences")
     else:
         decided = decided.withColumn("duplicate_of", F.lit(None).cast("string"))
     decided = decided.localCheckpoint(eager=True)
@@ -285,9 +287,9 @@ def _count_reasons(stage: StageRun, df: DataFrame, prefix: str) -> int:
     return kept
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
-    with stage_run(lake, cfg, run_id, "extract") as stage:
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
+    with ctx.stage as stage:
         stage.rows_in = extract_new(lake, run_id, cfg.sentence_filter.normalise_style)
         decision_columns = ["sha256", "width", "height", "drop_reason", "duplicate_of"]
         lake.upsert(IMAGES, decide_images(spark, lake, cfg, run_id, stage), update_columns=decision_columns)

@@ -15,13 +15,12 @@ import time
 from typing import Iterator
 
 import pandas as pd
-from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import FetchConfig, RealSynConfig
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.sparkutil import arrow_batch_rows
-from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, Lake
+from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS
 
 _INSPECTED_COLUMNS = ["status", "image_bytes", "sha256", "width", "height", "format", "error"]
 
@@ -45,12 +44,12 @@ def inspect_blobs(max_pixels: int):
     return run
 
 
-def fetch_urls(fetch_cfg: dict):
-    """mapInPandas body: distinct URLs -> downloaded, decode-checked blobs."""
+def fetch_urls(cfg: FetchConfig):
+    """mapInPandas body: distinct URLs -> downloaded, decode-checked blobs (the typed section travels in
+    the closure as it is: pydantic models pickle)."""
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from realsyn_spark.fetcher import ImageFetcher
 
-        cfg = FetchConfig.model_validate(fetch_cfg)
         # The budget counts from the task's first batch, so a task of slow hosts ends in bounded time.
         stop_at = time.monotonic() + cfg.task_budget_s
         # One fetcher per task: its connection pool and DNS answers are reused across Arrow batches.
@@ -82,10 +81,10 @@ def fetch_task_count(urls: int, cfg: RealSynConfig) -> int:
     return max(1, min(cfg.spark.shuffle_partitions * 4, urls // _URLS_PER_TASK + 1))
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
     now = F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp")
-    with stage_run(lake, cfg, run_id, "fetch") as stage:
+    with ctx.stage as stage:
         blobs = lake.read(IMAGE_BLOBS)
         pending = blobs.where("status = 'pending'").select("image_url", "image_bytes", "origin")
         inspected = (pending.mapInPandas(inspect_blobs(cfg.fetch.max_pixels), _BLOB_FIELDS)
@@ -103,7 +102,7 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         if cfg.fetch.enabled and stage.rows_in:
             tasks = fetch_task_count(stage.rows_in, cfg)
             fetched = (missing.repartition(tasks)
-                       .mapInPandas(fetch_urls(cfg.fetch.model_dump()), _BLOB_FIELDS)
+                       .mapInPandas(fetch_urls(cfg.fetch), _BLOB_FIELDS)
                        .withColumn("origin", F.lit("http")).withColumn("run_id", F.lit(run_id))
                        .withColumn("stored_at", now))
             # Small Arrow batches: a batch of downloaded images is held in memory at once.

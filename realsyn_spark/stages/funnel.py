@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import logging
 
-from pyspark.sql import SparkSession
-
 from realsyn_spark import funnel
-from realsyn_spark.config import RealSynConfig
-from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.tables import FUNNEL, Lake
+from realsyn_spark.runlog import StageContext, StageRun
+from realsyn_spark.tables import FUNNEL
 
 log = logging.getLogger("realsyn")
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
-    with stage_run(lake, cfg, run_id, "funnel") as stage:
+def run(ctx: StageContext) -> StageRun:
+    cfg, lake, run_id = ctx.cfg, ctx.lake, ctx.run_id
+    with ctx.stage as stage:
         if not cfg.funnel.enabled:
             stage.count("disabled", 1)
             return stage

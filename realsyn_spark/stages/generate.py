@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import math
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import GenerateConfig, RealSynConfig
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.runlog import EmbeddingModel, StageContext, StageRun
 from realsyn_spark.sparkutil import ship
 from realsyn_spark.stages import tagvocab
 from realsyn_spark.stages.caption import caption_with_fallback, model_captions
-from realsyn_spark.stages.embed import current_model_id
 from realsyn_spark.stages.retrieve import kept_image_vectors
 from realsyn_spark.tables import (GENERATION_CACHE, IMAGES, RETRIEVALS, SENTENCES, SYNTHETIC_TEXTS,
                                   SYNTHETIC_TEXTS_PER_RANK, Lake)
@@ -33,25 +32,24 @@ def empty_tags() -> F.Column:
     return F.array().cast("array<string>")
 
 
-def tag_vocabulary_version(lake: Lake, cfg: RealSynConfig, run_id: str) -> str:
-    """The vocabulary the tagger scores: `generate.tag_vocabulary_path` (a fixed list, stored as its own
-    version) when set, else the tagvocab stage's current version."""
-    if cfg.generate.tag_vocabulary_path:
-        entries = [(t, "base", None) for t in tagvocab.base_vocabulary(cfg.generate.tag_vocabulary_path)]
-        return tagvocab.write_vocabulary(lake, entries, run_id)[0]
+def tag_vocabulary_version(lake: Lake) -> str:
+    """The vocabulary the tagger scores: the tagvocab stage's current version (which is
+    `generate.tag_vocabulary_path` as a fixed list when that is set)."""
     version = tagvocab.current_version(lake)
     if version is None:
         raise RuntimeError("generate.tags_per_image > 0 needs a tag vocabulary: run the tagvocab stage first "
-                           "(or set generate.tags_per_image=0, or generate.tag_vocabulary_path)")
+                           "(or set generate.tags_per_image=0)")
     return version
 
 
-def image_tags(lake: Lake, cfg: RealSynConfig, clip_model_id: str, run_id: str) -> DataFrame:
-    """Prompt-ensembled zero-shot CLIP tags per kept image, from the stored tag embeddings of the current
-    vocabulary version (embedded here only if this CLIP model has none yet, i.e. once per model)."""
-    version = tag_vocabulary_version(lake, cfg, run_id)
-    tagvocab.ensure_tag_embeddings(lake, cfg, version, tagvocab.vocabulary_tags(lake, version), run_id)
-    names, matrix = tagvocab.tag_matrix(lake, cfg, version)
+def image_tags(lake: Lake, cfg: RealSynConfig, embedding: EmbeddingModel) -> DataFrame:
+    """Prompt-ensembled zero-shot CLIP tags per kept image, from the tag embeddings tagvocab stored for the
+    current vocabulary version and the model embed recorded."""
+    version = tag_vocabulary_version(lake)
+    names, matrix = tagvocab.tag_matrix(lake, embedding.model_id, version)
+    if not names and tagvocab.vocabulary_tags(lake, version):
+        raise RuntimeError(f"tag vocabulary {version} has no embeddings for {embedding.model_id}: run the tagvocab "
+                           "stage after embed (it embeds the vocabulary for the recorded model)")
     if not names:   # an empty vocabulary (empty base file, nothing mined): no tags, captions fall back
         return lake.spark.createDataFrame([], "image_id string, tags array<string>")
     # 8,000 x 512 float32 = 16 MB: in the closure by default, a file read once per worker past the limit.
@@ -61,8 +59,8 @@ def image_tags(lake: Lake, cfg: RealSynConfig, clip_model_id: str, run_id: str) 
     def make_tagger():
         return ClipZeroShotTagger(names, shipped.value, n_tags, floor)
 
-    return kept_image_vectors(lake, clip_model_id).mapInPandas(tag_images(make_tagger),
-                                                               "image_id string, tags array<string>")
+    return kept_image_vectors(lake, embedding.model_id).mapInPandas(tag_images(make_tagger),
+                                                                   "image_id string, tags array<string>")
 
 
 def spark_template(template: str) -> str:
@@ -78,14 +76,15 @@ def request_hash_column(model: str, sampling: dict, prompt) -> F.Column:
                   256).substr(1, 32)
 
 
-def generation_requests(lake: Lake, cfg: RealSynConfig, run_id: str = "") -> DataFrame:
+def generation_requests(lake: Lake, cfg: RealSynConfig, embedding: EmbeddingModel | None = None) -> DataFrame:
     """(image_id, rank, sentence_id, raw_text, caption, caption_source, tags, prompt) for every image with a
-    top-1 retrieval, and for every retrieved rank with generate.per_retrieved_text (T_s^k)."""
+    top-1 retrieval, and for every retrieved rank with generate.per_retrieved_text (T_s^k). `embedding`
+    (what embed recorded) is needed when generate.tags_per_image > 0."""
     top1 = (retrieved_texts(lake, cfg.generate.per_retrieved_text).select("image_id", "rank", "sentence_id")
             .join(lake.read(SENTENCES).select("sentence_id", F.col("text").alias("raw_text")), "sentence_id"))
     alt = lake.read(IMAGES).select("image_id", F.nullif(F.trim("alt"), F.lit("")).alias("alt"))
     if cfg.generate.tags_per_image:
-        tagged = top1.join(image_tags(lake, cfg, current_model_id(cfg.embed), run_id), "image_id", "left")
+        tagged = top1.join(image_tags(lake, cfg, embedding), "image_id", "left")
     else:
         tagged = top1.withColumn("tags", empty_tags())
     tagged = tagged.withColumn("tags", F.coalesce("tags", empty_tags()))
@@ -131,12 +130,13 @@ def send_in_chunks(lake: Lake, fresh: DataFrame, n_fresh: int, g: GenerateConfig
         lake.append(GENERATION_CACHE, answered)
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
+def run(ctx: StageContext) -> StageRun:
+    cfg, lake, run_id = ctx.cfg, ctx.lake, ctx.run_id
     g = cfg.generate
-    with stage_run(lake, cfg, run_id, "generate") as stage:
+    with ctx.stage as stage:
+        embedding = ctx.embedding_model() if g.tags_per_image else None
         # Persisted: read twice, for what to send and for which stored texts are still current.
-        requests = with_request_hash(generation_requests(lake, cfg, run_id), g).persist()
+        requests = with_request_hash(generation_requests(lake, cfg, embedding), g).persist()
         existing = settled_texts(lake, g.per_retrieved_text)
         # An image whose request was answered but dropped by the checks is settled too: not asked again.
         dropped = lake.read(GENERATION_CACHE).where("drop_reason IS NOT NULL").select("request_hash")

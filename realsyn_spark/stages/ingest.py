@@ -28,14 +28,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from realsyn_spark.config import RealSynConfig
 from realsyn_spark.ids import stable_id
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.sources import Blob, Document
 from realsyn_spark.sources.inputs import InputFile, Rejected, scan_inputs
 from realsyn_spark.sparkutil import parallelism
 from realsyn_spark.sources.splits import Split, count_split_lines, pack_splits, plan_splits, with_first_rows
-from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, INGESTED_SOURCES, NODE, Lake
+from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, INGESTED_SOURCES, NODE
 
 # One parsed record of any kind; the three tables are projections of it.
 PARSED = T.StructType([
@@ -252,9 +251,9 @@ def merged_documents(parsed: DataFrame) -> DataFrame:
                         first["metadata"].alias("metadata"))
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
-    with stage_run(lake, cfg, run_id, "ingest") as stage:
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
+    with ctx.stage as stage:
         scan = scan_inputs(cfg.ingest.input_paths)
         now = F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).cast("timestamp")
         # Listed but not ingestable (unsupported suffix, unreadable entry): quarantined, never silent.

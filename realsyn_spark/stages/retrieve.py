@@ -25,11 +25,10 @@ import numpy as np
 
 from realsyn_spark.clustering import (chunk_plan, content_fingerprint, kmeans_sample_size, load_centroids,
                                       retrieval_clusters, sample_vectors, store_centroids, train_kmeans)
-from realsyn_spark.config import RealSynConfig, RetrievalConfig
+from realsyn_spark.config import RetrievalConfig
 from realsyn_spark.ids import stable_id
-from realsyn_spark.runlog import StageRun, stage_run
+from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.sparkutil import input_partitions, ship
-from realsyn_spark.stages.embed import current_model_id
 from realsyn_spark.tables import IMAGE_EMBEDDINGS, IMAGES, RETRIEVALS, SENTENCE_EMBEDDINGS, SENTENCES, Lake
 from udfs.retrieval import (ASSIGNED_SENTENCES, CHUNK_MATCHES, PROBED_IMAGES, SearchStats, assign_sentences,
                             probe_images, search_chunk)
@@ -129,11 +128,11 @@ def withdraw_images(lake: Lake, images: DataFrame, stage: StageRun) -> None:
         lake.delete_absent(RETRIEVALS, images, keys=("image_id",))
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
+def run(ctx: StageContext) -> StageRun:
+    spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
     rcfg = cfg.retrieval
-    with stage_run(lake, cfg, run_id, "retrieve") as stage:
-        model_id = current_model_id(cfg.embed)
+    with ctx.stage as stage:
+        model_id = ctx.embedding_model().model_id
         sentences = kept_sentence_vectors(lake, model_id).cache()
         images = kept_image_vectors(lake, model_id)
         fingerprint = content_fingerprint(sentences, "sentence_id")

@@ -17,12 +17,11 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
-from realsyn_spark.runlog import StageRun, stage_run
-from realsyn_spark.stages.embed import current_model_id, resolve_embed_config
+from realsyn_spark.runlog import EmbeddingModel, StageContext, StageRun
 from realsyn_spark.tables import SENTENCE_PHRASES, SENTENCES, TAG_EMBEDDINGS, TAG_VOCABULARY, Lake
 from udfs.tagger import embed_tags, noun_phrases
 
@@ -95,7 +94,10 @@ def mined_counts(lake: Lake, cfg: RealSynConfig, base: list[str]) -> DataFrame:
 
 
 def build_vocabulary(lake: Lake, cfg: RealSynConfig) -> list[tuple[str, str, int | None]]:
-    """[(tag, source, sentence_count)]: the base list (cut to vocabulary_size), then the mined phrases."""
+    """[(tag, source, sentence_count)]: the base list (cut to vocabulary_size), then the mined phrases;
+    or, when `generate.tag_vocabulary_path` pins a fixed list, that list as it is (nothing mined)."""
+    if cfg.generate.tag_vocabulary_path:
+        return [(t, "base", None) for t in base_vocabulary(cfg.generate.tag_vocabulary_path)]
     base = base_vocabulary(cfg.tagger.base_vocabulary_path)[:cfg.tagger.vocabulary_size]
     room = cfg.tagger.vocabulary_size - len(base)
     mined = []
@@ -129,10 +131,11 @@ def vocabulary_tags(lake: Lake, version: str) -> list[str]:
     return [r.tag for r in lake.read(TAG_VOCABULARY).where(F.col("version") == version).orderBy("rank").collect()]
 
 
-def ensure_tag_embeddings(lake: Lake, cfg: RealSynConfig, version: str, tags: list[str], run_id: str) -> int:
-    """Embed the tags of `version` that have no vector for the configured CLIP model (executors, one model
-    load per Python worker); returns how many were embedded. A second call embeds nothing."""
-    model = current_model_id(cfg.embed)
+def ensure_tag_embeddings(lake: Lake, cfg: RealSynConfig, version: str, tags: list[str], run_id: str,
+                          embedding: EmbeddingModel) -> int:
+    """Embed the tags of `version` that have no vector for the CLIP model embed recorded (executors, one
+    model load per Python worker); returns how many were embedded. A second call embeds nothing."""
+    model = embedding.model_id
     have = (lake.read(TAG_EMBEDDINGS).where((F.col("version") == version) & (F.col("model_id") == model))
             .select("tag"))
     todo = lake.spark.createDataFrame([(t,) for t in tags], "tag string").join(have, "tag", "left_anti")
@@ -148,7 +151,7 @@ def ensure_tag_embeddings(lake: Lake, cfg: RealSynConfig, version: str, tags: li
     if n == 0:
         return 0
     tasks = max(1, min(cfg.spark.shuffle_partitions, -(-n // TAGS_PER_TASK)))
-    vectors = (todo.repartition(tasks, "tag").mapInPandas(embed_tags(resolve_embed_config(cfg.embed)),
+    vectors = (todo.repartition(tasks, "tag").mapInPandas(embed_tags(embedding.config),
                                                            "tag string, embedding array<float>")
                .withColumn("version", F.lit(version)).withColumn("model_id", F.lit(model))
                .withColumn("run_id", F.lit(run_id)))
@@ -156,9 +159,8 @@ def ensure_tag_embeddings(lake: Lake, cfg: RealSynConfig, version: str, tags: li
     return n
 
 
-def tag_matrix(lake: Lake, cfg: RealSynConfig, version: str) -> tuple[list[str], np.ndarray]:
-    """(tags in vocabulary order, L2-normalised embedding matrix) of a version for the configured model."""
-    model = current_model_id(cfg.embed)
+def tag_matrix(lake: Lake, model: str, version: str) -> tuple[list[str], np.ndarray]:
+    """(tags in vocabulary order, L2-normalised embedding matrix) of a version for CLIP model `model`."""
     rows = (lake.read(TAG_EMBEDDINGS).where((F.col("version") == version) & (F.col("model_id") == model))
             .join(lake.read(TAG_VOCABULARY).where(F.col("version") == version).select("tag", "rank"), "tag")
             .orderBy("rank").select("tag", "embedding").collect())
@@ -167,9 +169,9 @@ def tag_matrix(lake: Lake, cfg: RealSynConfig, version: str) -> tuple[list[str],
     return [r.tag for r in rows], np.asarray([r.embedding for r in rows], dtype=np.float32)
 
 
-def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
-    lake = Lake(spark, cfg.lake)
-    with stage_run(lake, cfg, run_id, "tagvocab") as stage:
+def run(ctx: StageContext) -> StageRun:
+    cfg, lake, run_id = ctx.cfg, ctx.lake, ctx.run_id
+    with ctx.stage as stage:
         parse_new_sentences(lake, cfg, stage, run_id)
         entries = build_vocabulary(lake, cfg)
         stage.rows_in = len(entries)
@@ -177,6 +179,7 @@ def run(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> StageRun:
         stage.count("base_tags", sum(1 for _, s, _ in entries if s == "base"))
         stage.count("mined_tags", sum(1 for _, s, _ in entries if s == "mined"))
         stage.count("new_version", int(written))
-        stage.count("tags_embedded", ensure_tag_embeddings(lake, cfg, version, [t for t, _, _ in entries], run_id))
+        stage.count("tags_embedded", ensure_tag_embeddings(lake, cfg, version, [t for t, _, _ in entries], run_id,
+                                                             ctx.embedding_model()))
         stage.rows_out = len(entries)
     return stage
