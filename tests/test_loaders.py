@@ -3,8 +3,6 @@ open_clip's own loader (loss decreases), and the plain-torch Parquet reader (rea
 splits rows exactly once over ranks and workers, decodes like the pipeline, and trains the same way."""
 from __future__ import annotations
 
-import argparse
-import json
 from importlib import resources
 from pathlib import Path
 
@@ -46,38 +44,21 @@ def _train(model, batches_per_epoch, epochs: int):
     return per_epoch
 
 
-def _export_shards(folder, n_shards=4):
-    """Shards written by the export's own writer (udfs/shards.py, the mapInPandas body of
-    write_webdataset) from export_lake's rows, without a Spark run."""
-    import pandas as pd
-
-    from tests.export_lake import COLOURS, RGB, _png
-    from udfs.shards import shard_writer
-
-    rows, i = [], 0
-    for cluster, size in enumerate(CLUSTER_SIZES):
-        colour = COLOURS[cluster]
-        for _ in range(size):
-            rows.append({"image_id": f"{i:024x}", "raw_image_url": f"https://example.org/{i}.png",
-                         "image_bytes": _png(RGB[colour], i), "text1": f"a {colour} square number {i}",
-                         "syn_text": f"a photo of a {colour} square", "shard": i % n_shards})
-            i += 1
-    frame = pd.DataFrame(rows).sort_values(["shard", "image_id"])
-    written = next(shard_writer(str(folder), "text1")(iter([frame])))
-    (folder / "sizes.json").write_text(json.dumps({r.name: int(r.samples) for r in written.itertuples()}))
-    return f"{folder}/{{00000..{n_shards - 1:05d}}}.tar"
-
-
-def test_tiny_open_clip_trains_on_the_exported_webdataset_shards(tmp_path):
+def test_tiny_open_clip_trains_on_the_exported_webdataset_shards(exported_lake):
     """open_clip's WebDataset pipeline (get_wds_dataset's stages: decode pilrgb, rename jpg;png;.. ->
-    image, txt -> text, preprocess, tokenizer, batch) over the export's shards. Shards are read with
+    image, txt -> text, preprocess, tokenizer, batch) over the shards the export stage wrote with Spark
+    (export.run on export_lake, mapInPandas + the staging rename). Shards are read with
     webdataset's own tarfile_to_samples: open_clip_train's training-path reader
     (tarfile_to_samples_nothrow) raises KeyError 'fname' with webdataset 1.0.2."""
     import webdataset as wds
     from open_clip_train.data import get_dataset_size
 
-    urls = _export_shards(tmp_path)
-    assert get_dataset_size(urls) == (sum(CLUSTER_SIZES), 4)
+    cfg, *_ = exported_lake
+    folder = Path(cfg.lake.root) / "export" / "webdataset"
+    shards = sorted(folder.glob("*.tar"))
+    urls = f"{folder}/{{00000..{len(shards) - 1:05d}}}.tar"
+    assert [p.name for p in shards] == [f"{i:05d}.tar" for i in range(len(shards))] and len(shards) > 1
+    assert get_dataset_size(urls) == (sum(CLUSTER_SIZES), len(shards))   # every kept image, from sizes.json
     model, preprocess, tokenizer = _tiny_clip()
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(urls), wds.shuffle(8, seed=0), wds.tarfile_to_samples(), wds.shuffle(100, seed=0),
