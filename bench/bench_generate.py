@@ -120,10 +120,10 @@ def cache_runs(url: str, args) -> None:
     n = args.n
 
     def seed(raws):
-        images = [(f"img{i}", "doc", i, f"http://x/{i}.jpg", CAPTIONS[i % 6], None, 200, 200, None, None, "r")
+        images = [(f"img{i}", "doc", i, f"http://x/{i}.jpg", CAPTIONS[i % 6], None, 200, 200, None, None, "r", None, None)
                   for i in range(n)]
         lake.overwrite(IMAGES, spark.createDataFrame(images, IMAGES.schema))
-        sentences = [(f"s{i}", "doc", i, 0, t, len(t.split()), None, None, "r") for i, t in enumerate(raws)]
+        sentences = [(f"s{i}", "doc", i, 0, t, len(t.split()), None, None, "r", None, None) for i, t in enumerate(raws)]
         lake.overwrite(SENTENCES, spark.createDataFrame(sentences, SENTENCES.schema))
         lake.overwrite(RETRIEVALS, spark.createDataFrame([(f"img{i}", 1, f"s{i}", 0.5, 0, "v", "r") for i in range(n)],
                                                          RETRIEVALS.schema))

@@ -42,9 +42,8 @@ class MissingInputError(MissingTableError):
 DECLARATIONS: tuple[StageSpec, ...] = (
     StageSpec("ingest", ingest.run, (), (DOCUMENTS, IMAGE_BLOBS, INGEST_ERRORS, INGESTED_SOURCES)),
     StageSpec("fetch", fetch.run, (DOCUMENTS, IMAGE_BLOBS), (IMAGE_BLOBS, INGEST_ERRORS)),
-    # semantic_duplicates: the decisions of an earlier dedup run, re-applied (absent before the first)
-    StageSpec("extract", extract.run, (DOCUMENTS, IMAGE_BLOBS), (IMAGES, SENTENCES, IMAGE_HASHES, SENTENCE_SCORES),
-              optional=(SEMANTIC_DUPLICATES,)),
+    # extract writes the filters' decision (filter_reason); dedup composes the final drop_reason
+    StageSpec("extract", extract.run, (DOCUMENTS, IMAGE_BLOBS), (IMAGES, SENTENCES, IMAGE_HASHES, SENTENCE_SCORES)),
     StageSpec("embed", embed.run, (IMAGES, IMAGE_BLOBS, SENTENCES),
               (IMAGE_EMBEDDINGS, SENTENCE_EMBEDDINGS, EMBEDDING_MODELS)),
     # semantic dedup needs the CLIP vectors

@@ -72,13 +72,17 @@ IMAGES = TableSpec("images", _schema(
     ("image_id", S, False), ("doc_id", S, False), ("position", I, False), ("image_url", S, False),
     ("alt", S, True), ("sha256", S, True), ("width", I, True), ("height", I, True),
     ("drop_reason", S, True), ("duplicate_of", S, True), ("run_id", S, False),
-), ("image_id",), "one row per image occurrence; drop_reason is null for kept images")
+    ("filter_reason", S, True), ("filter_duplicate_of", S, True),
+), ("image_id",), "one row per image occurrence; filter_reason / filter_duplicate_of: the filters' decision "
+   "(extract: rules, exact and near duplicates); drop_reason / duplicate_of: the final one, composed with the "
+   "semantic duplicates by dedup (realsyn_spark/decisions.py), null for kept images")
 
 SENTENCES = TableSpec("sentences", _schema(
     ("sentence_id", S, False), ("doc_id", S, False), ("position", I, False), ("sentence_index", I, False),
     ("text", S, False), ("n_words", I, False), ("drop_reason", S, True), ("duplicate_of", S, True),
-    ("run_id", S, False),
-), ("sentence_id",), "one row per segmented sentence; drop_reason is null for kept sentences")
+    ("run_id", S, False), ("filter_reason", S, True), ("filter_duplicate_of", S, True),
+), ("sentence_id",), "one row per segmented sentence; filter_* the filters' decision (extract), drop_reason / "
+   "duplicate_of the final one (dedup composes them), null for kept sentences")
 
 IMAGE_EMBEDDINGS = TableSpec("image_embeddings", _schema(
     ("image_id", S, False), ("model_id", S, False), ("embedding", T.ArrayType(F, True), False),

@@ -46,12 +46,12 @@ def build(spark, root) -> tuple[Lake, dict[str, int]]:
         for _ in range(size):
             image_id, url, doc = f"{i:024x}", f"https://example.org/{i}.png", f"d{i % 5}"
             dropped = cluster == len(CLUSTER_SIZES)
-            images.append((image_id, doc, i, url, f"alt {i}", None, 120, 110, None, None, "r0"))
+            images.append((image_id, doc, i, url, f"alt {i}", None, 120, 110, None, None, "r0", None, None))
             blobs.append((url, "ok", _png(RGB[colour], i), None, 120, 110, "PNG", "inline", None, "r0", now))
             for rank in (1, 2, 3):
                 sid = f"s{i}_{rank}"
                 text = f"a {colour} square number {i} seen in picture {rank} of the page" + " words" * (rank * 4)
-                sentences.append((sid, doc, i, rank, text, len(text.split()), None, None, "r0"))
+                sentences.append((sid, doc, i, rank, text, len(text.split()), None, None, "r0", None, None))
                 retrievals.append((image_id, rank, sid, 0.9 - 0.1 * rank, 0, "cv", "r0"))
             synthetic.append((image_id, f"h{i}", f"a photo of a {colour} square", None, None, "template", "r0"))
             similarity = -0.5 if dropped else 0.2 + 0.01 * (i % 30)
@@ -60,8 +60,8 @@ def build(spark, root) -> tuple[Lake, dict[str, int]]:
             if not dropped:
                 cluster_of[image_id] = cluster
             i += 1
-    images.append(("f" * 24, "d0", 999, "https://example.org/tiny.png", None, None, 20, 20, "min_side", None, "r0"))
-    sentences.append(("s_short", "d0", 999, 0, "too short", 2, "min_words", None, "r0"))
+    images.append(("f" * 24, "d0", 999, "https://example.org/tiny.png", None, None, 20, 20, "min_side", None, "r0", "min_side", None))
+    sentences.append(("s_short", "d0", 999, 0, "too short", 2, "min_words", None, "r0", "min_words", None))
     docs = [(f"d{d}", "file:/corpus.jsonl", "obelics", None, f"https://example.org/doc{d}", None, [], None, "r0", now)
             for d in range(5)]
     for spec, rows in ((DOCUMENTS, docs), (IMAGES, images), (IMAGE_BLOBS, blobs), (SENTENCES, sentences),

@@ -52,10 +52,10 @@ def _sha(data):
 
 def seed_lake(spark, lake, extra: dict | None = None):
     blobs = dict(BYTES, **(extra or {}))
-    images = [(i, "doc", n, f"http://x/{i}", ALTS.get(i), _sha(b), 64, 48, None, None, "r")
+    images = [(i, "doc", n, f"http://x/{i}", ALTS.get(i), _sha(b), 64, 48, None, None, "r", None, None)
               for n, (i, b) in enumerate(blobs.items())]
-    images += [("img7", "doc", 90, "http://x/img7", None, None, None, None, None, None, "r"),      # bytes deferred
-               ("img8", "doc", 91, "http://x/img8", None, _sha(b"x"), 10, 10, "too_small", None, "r")]   # dropped
+    images += [("img7", "doc", 90, "http://x/img7", None, None, None, None, None, None, "r", None, None),      # bytes deferred
+               ("img8", "doc", 91, "http://x/img8", None, _sha(b"x"), 10, 10, "too_small", None, "r", "too_small", None)]   # dropped
     lake.overwrite(IMAGES, spark.createDataFrame(images, IMAGES.schema))
     now = datetime.datetime(2026, 1, 1)
     rows = [(f"http://x/{i}", "ok", b, _sha(b), 64, 48, "png", "inline", None, "r", now) for i, b in blobs.items()]
@@ -153,7 +153,7 @@ def test_another_model_captions_again(spark, captioned, tiny_other):
 
 def _seed_retrievals(spark, lake):
     ids = [f"img{i}" for i in range(7)]
-    sentences = [(f"s{i}", "doc", i, 0, f"Sentence number {i} about a street.", 6, None, None, "r")
+    sentences = [(f"s{i}", "doc", i, 0, f"Sentence number {i} about a street.", 6, None, None, "r", None, None)
                  for i in range(len(ids))]
     lake.overwrite(SENTENCES, spark.createDataFrame(sentences, SENTENCES.schema))
     lake.overwrite(RETRIEVALS, spark.createDataFrame(

@@ -156,7 +156,7 @@ def _image_lake(spark, root, groups=6, overrides=()):
                 w, h = img.size
             blobs.append((url, "ok", data, hashlib.sha256(data).hexdigest(), w, h, "PNG", "test", None, "r0", now))
             image_id = f"img-{g}-{k}"
-            images.append((image_id, f"doc-{g}-{k}", 0, url, None, None, None, None, None, None, "r0"))
+            images.append((image_id, f"doc-{g}-{k}", 0, url, None, None, None, None, None, None, "r0", None, None))
             truth[image_id] = g
     lake.append(IMAGE_BLOBS, spark.createDataFrame(blobs, IMAGE_BLOBS.schema))
     lake.append(IMAGES, spark.createDataFrame(images, IMAGES.schema))
@@ -178,8 +178,13 @@ def image_lake(spark, tmp_path_factory):
     cfg, lake, truth = _image_lake(spark, root)
     from realsyn_spark.tables import IMAGES
 
-    lake.upsert(IMAGES, extract.decide_images(spark, lake, cfg, "r1"),
-                update_columns=["sha256", "width", "height", "drop_reason", "duplicate_of"])
+    from realsyn_spark.stages.dedup import write_decisions
+    from realsyn_spark.tables import SEMANTIC_DUPLICATES
+
+    decided = extract.decide_images(spark, lake, cfg, "r1")
+    lake.upsert(IMAGES, lake.read(IMAGES).drop(*decided.columns[1:]).join(decided, "image_id"),
+                update_columns=decided.columns[1:])
+    write_decisions(lake, "image", spark.createDataFrame([], SEMANTIC_DUPLICATES.schema))   # as dedup composes
     return cfg, lake, truth
 
 
@@ -190,14 +195,16 @@ def test_near_duplicates_grouped_with_one_kept_per_group(spark, image_lake):
     rows = {r.image_id: r for r in lake.read(IMAGES).collect()}
     for g in set(truth.values()):
         members = [i for i, t in truth.items() if t == g]
-        kept = [i for i in members if rows[i].drop_reason is None]
-        assert len(kept) == 1, (g, {i: rows[i].drop_reason for i in members})
+        kept = [i for i in members if rows[i].filter_reason is None]
+        assert len(kept) == 1, (g, {i: rows[i].filter_reason for i in members})
         assert kept[0] in (f"img-{g}-original", f"img-{g}-jpeg", f"img-{g}-watermark", f"img-{g}-exact")  # largest
         for i in members:
             if i != kept[0]:
-                assert rows[i].duplicate_of == kept[0]          # chains resolved to the kept image
-                assert rows[i].drop_reason in ("near_duplicate", "exact_duplicate")
-    assert rows["img-0-exact"].drop_reason == "exact_duplicate" or rows["img-0-jpeg"].drop_reason == "exact_duplicate"
+                assert rows[i].filter_duplicate_of == kept[0]          # chains resolved to the kept image
+                assert rows[i].filter_reason in ("near_duplicate", "exact_duplicate")
+    assert rows["img-0-exact"].filter_reason == "exact_duplicate" or rows["img-0-jpeg"].filter_reason == "exact_duplicate"
+    # no semantic groups: the final decision dedup composes is the filters' decision
+    assert all((r.drop_reason, r.duplicate_of) == (r.filter_reason, r.filter_duplicate_of) for r in rows.values())
 
 
 def test_rerun_of_the_image_decisions_changes_nothing(spark, image_lake):
@@ -205,9 +212,46 @@ def test_rerun_of_the_image_decisions_changes_nothing(spark, image_lake):
     from realsyn_spark.tables import IMAGES
 
     cfg, lake, _ = image_lake
-    before = {(r.image_id, r.drop_reason, r.duplicate_of) for r in lake.read(IMAGES).collect()}
-    again = {(r.image_id, r.drop_reason, r.duplicate_of) for r in extract.decide_images(spark, lake, cfg, "r2").collect()}
+    before = {(r.image_id, r.filter_reason, r.filter_duplicate_of) for r in lake.read(IMAGES).collect()}
+    again = {(r.image_id, r.filter_reason, r.filter_duplicate_of)
+             for r in extract.decide_images(spark, lake, cfg, "r2").collect()}
     assert again == before
+
+
+def test_extract_and_dedup_each_write_only_their_own_decision_columns(spark, tmp_path):
+    """drop_reason / duplicate_of have one writer (dedup composes them), filter_reason / filter_duplicate_of
+    another (extract): a stricter rule changes extract's columns and leaves the final decision alone until
+    dedup composes it again; dedup (semantic dedup skipped: random weights) changes only the final one."""
+    from realsyn_spark.pipeline import run_stage
+    from realsyn_spark.runlog import record_embedding_model
+    from realsyn_spark.tables import IMAGES
+    from tests.stage_inputs import ensure_inputs
+
+    no_ppl = "sentence_filter.perplexity_on_missing_model=skip"    # no sentences here; no GPT-2 weights offline
+    cfg, lake, truth = _image_lake(spark, tmp_path, groups=2, overrides=[no_ppl])
+    record_embedding_model(lake, "tiny-clip:random-seed0", cfg.embed, True, "r0")
+    ensure_inputs(lake, "dedup")
+
+    def decisions():
+        return {r.image_id: (r.filter_reason, r.filter_duplicate_of, r.drop_reason, r.duplicate_of)
+                for r in lake.read(IMAGES).collect()}
+
+    run_stage(spark, cfg, "extract", "r1")
+    after_extract = decisions()
+    assert all(d[2:] == (None, None) for d in after_extract.values())          # undecided until dedup
+    assert sum(d[0] is None for d in after_extract.values()) == 2                # one kept per group
+    run_stage(spark, cfg, "dedup", "r2")
+    composed = decisions()
+    assert all(d[:2] == after_extract[i][:2] and d[2:] == d[:2] for i, d in composed.items())
+
+    strict = load_config(overrides=[f"lake.root={tmp_path}", "spark.shuffle_partitions=4", no_ppl,
+                                    "image_filter.min_side=100000"])
+    run_stage(spark, strict, "extract", "r3")
+    restricted = decisions()
+    assert {d[0] for d in restricted.values()} == {"min_side"}
+    assert {i: d[2:] for i, d in restricted.items()} == {i: d[2:] for i, d in composed.items()}
+    run_stage(spark, strict, "dedup", "r4")
+    assert {d[2:] for d in decisions().values()} == {("min_side", None)}
 
 
 def test_kept_image_lists_every_source_document_and_url(spark, image_lake):
@@ -229,7 +273,7 @@ def test_kept_image_lists_every_source_document_and_url(spark, image_lake):
 def test_semantic_dedup_stage_on_planted_vectors(spark, tmp_path, monkeypatch):
     from realsyn_spark.pipeline import run_stage
     from realsyn_spark.runlog import record_embedding_model
-    from realsyn_spark.stages import embed, extract
+    from realsyn_spark.stages import embed
     from realsyn_spark.tables import IMAGE_EMBEDDINGS, IMAGES, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCES, Lake
     from tests.conftest import tiny_overrides
 
@@ -251,11 +295,11 @@ def test_semantic_dedup_stage_on_planted_vectors(spark, tmp_path, monkeypatch):
             vectors.append((v / np.linalg.norm(v)).astype(np.float32).tolist())
             ids.append(f"x{g}-{k}")
     lake.append(IMAGES, spark.createDataFrame(
-        [(i, "d", 0, f"u/{i}", None, None, 200, 200, None, None, "r0") for i in ids], IMAGES.schema))
+        [(i, "d", 0, f"u/{i}", None, None, 200, 200, None, None, "r0", None, None) for i in ids], IMAGES.schema))
     lake.append(IMAGE_EMBEDDINGS, spark.createDataFrame([(i, model_id, v, "r0") for i, v in zip(ids, vectors)],
                                                         IMAGE_EMBEDDINGS.schema))
     lake.append(SENTENCES, spark.createDataFrame(
-        [(i, "d", 0, 0, f"text {i}", 2, None, None, "r0") for i in ids], SENTENCES.schema))
+        [(i, "d", 0, 0, f"text {i}", 2, None, None, "r0", None, None) for i in ids], SENTENCES.schema))
     lake.append(SENTENCE_EMBEDDINGS, spark.createDataFrame([(i, model_id, v, "r0") for i, v in zip(ids, vectors)],
                                                            SENTENCE_EMBEDDINGS.schema))
     stage = run_stage(spark, cfg, "dedup", "r1")
@@ -271,8 +315,14 @@ def test_semantic_dedup_stage_on_planted_vectors(spark, tmp_path, monkeypatch):
     before = version()
     run_stage(spark, cfg, "dedup", "r2")                             # rerun: same decisions, nothing rewritten
     assert lake.read(SEMANTIC_DUPLICATES).count() == 16
-    decided = {(r.image_id, r.drop_reason, r.duplicate_of) for r in extract.apply_semantic_duplicates(
-        lake, lake.read(IMAGES).withColumn("drop_reason", F.lit(None).cast("string"))
-        .withColumn("duplicate_of", F.lit(None).cast("string")), "image", "image_id").collect()}
+    # The stored decision is the composition of the filters' (all kept here) and the stored groups.
+    from realsyn_spark.decisions import compose
+
+    decided = {tuple(r) for r in compose(lake.read(IMAGES), lake.read(SEMANTIC_DUPLICATES).where("kind = 'image'"),
+                                         "image", "image_id").collect()}
     assert decided == {(r.image_id, r.drop_reason, r.duplicate_of) for r in lake.read(IMAGES).collect()}
-    assert version() >= before
+    rerun_commits = lake.history(IMAGES).where(F.col("version") >= before).collect()   # versions count from 0
+    assert all(int(c.operationMetrics.get("numTargetRowsUpdated", "0")) == 0
+               and int(c.operationMetrics.get("numTargetRowsInserted", "0")) == 0 for c in rerun_commits)
+    # dedup never writes the filters' columns
+    assert all(r.filter_reason is None and r.filter_duplicate_of is None for r in lake.read(IMAGES).collect())

@@ -140,12 +140,12 @@ def _sentence_lake(spark, root, overrides=()):
                                  "sentence_filter.min_perplexity=0", "sentence_filter.max_perplexity=1e12",
                                  "image_filter.near_dedup=false", *overrides])
     lake = Lake(spark, cfg.lake)
-    rows = [(sid, "doc", i, 0, text, len(text.split()), None, None, "r0") for i, (sid, text) in
+    rows = [(sid, "doc", i, 0, text, len(text.split()), None, None, "r0", None, None) for i, (sid, text) in
             enumerate(SENTENCES_IN.items())]
     # A background corpus so that function words are frequent, as in any real corpus.
     background = ["The dog and the cat sat in the sun.", "A man walked to the market with the bread.",
                   "The children played in the park after the rain.", "A woman read the news in the train."] * 5
-    rows += [(f"bg{i:02d}", "doc2", i, 0, t, len(t.split()), None, None, "r0") for i, t in enumerate(background)]
+    rows += [(f"bg{i:02d}", "doc2", i, 0, t, len(t.split()), None, None, "r0", None, None) for i, t in enumerate(background)]
     lake.append(SENTENCES, spark.createDataFrame(rows, SENTENCES.schema))
     from realsyn_spark.pipeline import SPECS
 
@@ -155,7 +155,9 @@ def _sentence_lake(spark, root, overrides=()):
 
 
 def _reasons(df):
-    return {r.sentence_id: (r.drop_reason, r.duplicate_of) for r in df.collect() if not r.sentence_id.startswith("bg")}
+    """The filters' decision per sentence (extract's filter_reason / filter_duplicate_of)."""
+    return {r.sentence_id: (r.filter_reason, r.filter_duplicate_of) for r in df.collect()
+            if not r.sentence_id.startswith("bg")}
 
 
 def test_sentence_rules_in_order_and_threshold_changes_need_no_reingest(spark, tmp_path):

@@ -16,9 +16,9 @@ def test_funnel_counts_ratios_notes_and_chart(spark, tmp_path):
         ["exact_duplicate"] * 6 + ["near_duplicate"] * 4
     sentence_reasons = [None] * 40 + ["emoji"] * 3 + ["cat"] * 12 + ["entropy"] * 9 + ["exact_duplicate"] * 6
     lake.append(IMAGES, spark.createDataFrame(
-        [(f"i{i}", "d", i, f"u{i}", None, None, 1, 1, r, None, "r") for i, r in enumerate(image_reasons)], IMAGES.schema))
+        [(f"i{i}", "d", i, f"u{i}", None, None, 1, 1, r, None, "r", r, None) for i, r in enumerate(image_reasons)], IMAGES.schema))
     lake.append(SENTENCES, spark.createDataFrame(
-        [(f"s{i}", "d", i, 0, "t", 1, r, None, "r") for i, r in enumerate(sentence_reasons)], SENTENCES.schema))
+        [(f"s{i}", "d", i, 0, "t", 1, r, None, "r", r, None) for i, r in enumerate(sentence_reasons)], SENTENCES.schema))
     now = dt.datetime(2024, 1, 1)
     lake.append(RUN_LOG, spark.createDataFrame([
         ("run1", "extract", now, now, "ok", 0, 0, {"perplexity_skipped": 1}, "f", None),

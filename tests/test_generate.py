@@ -82,9 +82,9 @@ SENTENCE_TEXTS = ["The vendor sells 50% fresh mangoes at the {busy} market.",
 
 def seed_lake(spark, lake, texts, alts):
     n = len(texts)
-    images = [(f"img{i}", "doc", i, f"http://x/{i}.jpg", alts[i], None, 200, 200, None, None, "r") for i in range(n)]
+    images = [(f"img{i}", "doc", i, f"http://x/{i}.jpg", alts[i], None, 200, 200, None, None, "r", None, None) for i in range(n)]
     lake.overwrite(IMAGES, spark.createDataFrame(images, IMAGES.schema))
-    sentences = [(f"s{i}", "doc", i, 0, t, len(t.split()), None, None, "r") for i, t in enumerate(texts)]
+    sentences = [(f"s{i}", "doc", i, 0, t, len(t.split()), None, None, "r", None, None) for i, t in enumerate(texts)]
     lake.overwrite(SENTENCES, spark.createDataFrame(sentences, SENTENCES.schema))
     retrievals = [(f"img{i}", 1, f"s{i}", 0.5, 0, "v", "r") for i in range(n)]
     lake.overwrite(RETRIEVALS, spark.createDataFrame(retrievals, RETRIEVALS.schema))

@@ -8,7 +8,7 @@ from realsyn_spark.tables import ALL_TABLES, IMAGES, Lake
 
 def _images(spark, rows):
     return spark.createDataFrame(
-        [(i, "d", p, f"http://x/{i}", None, None, None, None, reason, None, "r") for i, p, reason in rows],
+        [(i, "d", p, f"http://x/{i}", None, None, None, None, reason, None, "r", reason, None) for i, p, reason in rows],
         IMAGES.schema)
 
 

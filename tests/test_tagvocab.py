@@ -33,7 +33,7 @@ BASE = ["dog", "cat", "car"]
 
 def seed_sentences(spark, lake, cfg, rows):
     """Sentences, the embedding model recorded as embed would, and generate's other inputs empty."""
-    data = [(f"s{i}", "doc", i, 0, t, len(t.split()), d, None, "r") for i, (t, d) in enumerate(rows)]
+    data = [(f"s{i}", "doc", i, 0, t, len(t.split()), d, None, "r", d, None) for i, (t, d) in enumerate(rows)]
     lake.overwrite(SENTENCES, spark.createDataFrame(data, SENTENCES.schema))
     record_embedding(lake, cfg)
     ensure_inputs(lake, "generate")
@@ -107,7 +107,7 @@ def test_vocabulary_order_ties_and_size(spark, tmp_path):
 
 def seed_images(spark, lake, cfg, vectors: dict[str, np.ndarray], ranks: int = 1):
     ids = sorted(vectors)
-    images = [(i, "doc", n, f"http://x/{i}.jpg", None, None, 200, 200, None, None, "r") for n, i in enumerate(ids)]
+    images = [(i, "doc", n, f"http://x/{i}.jpg", None, None, 200, 200, None, None, "r", None, None) for n, i in enumerate(ids)]
     lake.overwrite(IMAGES, spark.createDataFrame(images, IMAGES.schema))
     model = recorded_embedding_model(lake, cfg.embed).model_id
     emb = [(i, model, [float(x) for x in vectors[i]], "r") for i in ids]

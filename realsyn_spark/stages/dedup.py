@@ -1,11 +1,13 @@
 """Stage 3b: semantic redundancy — images and sentences whose CLIP embeddings nearly coincide.
 
-Runs after `embed` (it needs the vectors) and before `retrieve`. Candidates are the rows that pass every
-other rule (kept, or already `semantic_duplicate`) and have a vector for the current model. The same
+Runs after `embed` (it needs the vectors) and before `retrieve`. Candidates are the rows the filters
+keep (`filter_reason` null, extract's decision) that have a vector for the model embed recorded. The same
 implementation serves both modalities (`dedup.semantic_duplicate_groups`: k-means, then union-find per
-cluster; the member nearest each group's centroid is kept). The decisions are stored in
-`semantic_duplicates` (which `extract` re-applies, so reruns agree) and written to `images` /
-`sentences` for the rows whose decision changed; `duplicate_of` chains are resolved to the kept row.
+cluster; the member nearest each group's centroid is kept). The groups are stored in
+`semantic_duplicates`; then this stage composes the final `drop_reason` / `duplicate_of` of every row from
+the filters' decision and the groups (realsyn_spark/decisions.py, the only writer of those two columns),
+rewriting only rows whose decision changed. It runs also when semantic dedup is off or skipped: the
+filters' decision is then the final one.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
-from realsyn_spark.dedup import resolve_duplicate_chains, semantic_duplicate_groups
-from realsyn_spark.rules import rule
+from realsyn_spark.decisions import FINAL_COLUMNS, compose
+from realsyn_spark.dedup import semantic_duplicate_groups
 from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.tables import (IMAGE_EMBEDDINGS, IMAGES, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCES,
                                   Lake)
@@ -32,7 +34,7 @@ MODALITIES = {
 
 def semantic_candidates(lake: Lake, kind: str, model_id: str) -> DataFrame:
     table, vectors, id_col, *_ = MODALITIES[kind]
-    rows = lake.read(table).where("drop_reason IS NULL OR drop_reason = 'semantic_duplicate'").select(id_col)
+    rows = lake.read(table).where("filter_reason IS NULL").select(id_col)
     return (lake.read(vectors).where(F.col("model_id") == model_id).select(id_col, "embedding")
             .join(rows, id_col))
 
@@ -59,23 +61,13 @@ def _same_decisions(lake: Lake, new: DataFrame) -> bool:
     return old.exceptAll(new).limit(1).count() == 0 and new.exceptAll(old).limit(1).count() == 0
 
 
-def apply_decisions(lake: Lake, kind: str, semantic: DataFrame) -> int:
-    """Write the semantic decisions of one modality into its table (changed rows only)."""
+def write_decisions(lake: Lake, kind: str, semantic: DataFrame) -> DataFrame:
+    """Compose and store drop_reason / duplicate_of of one modality (changed rows only); returns the
+    composed (id, drop_reason, duplicate_of) frame, checkpointed."""
     table, _, id_col, *_ = MODALITIES[kind]
-    rows = lake.read(table).select(id_col, "drop_reason", "duplicate_of")
-    sem = semantic.where(F.col("kind") == kind).select(F.col("item_id").alias(id_col), F.col("representative_id").alias("_rep"))
-    candidate = F.col("drop_reason").isNull() | (F.col("drop_reason") == "semantic_duplicate")
-    is_dup = candidate & F.col("_rep").isNotNull()
-    decided = (rows.join(sem, id_col, "left")
-               .withColumn("duplicate_of", F.when(is_dup, F.col("_rep"))
-                           .when(candidate, F.lit(None).cast("string")).otherwise(F.col("duplicate_of")))
-               .withColumn("drop_reason", F.when(is_dup, F.lit(rule(kind, "semantic_duplicate")))
-                           .when(candidate, F.lit(None).cast("string")).otherwise(F.col("drop_reason")))
-               .drop("_rep"))
-    decided = resolve_duplicate_chains(decided, id_col).localCheckpoint(eager=True)
-    lake.upsert(table, lake.read(table).drop("drop_reason", "duplicate_of").join(decided, id_col),
-                update_columns=["drop_reason", "duplicate_of"])
-    return decided.where(F.col("drop_reason") == "semantic_duplicate").count()
+    composed = compose(lake.read(table), semantic.where(F.col("kind") == kind), kind, id_col).localCheckpoint(eager=True)
+    lake.upsert(table, lake.read(table).drop(*FINAL_COLUMNS).join(composed, id_col), update_columns=list(FINAL_COLUMNS))
+    return composed
 
 
 def run(ctx: StageContext) -> StageRun:
@@ -103,13 +95,8 @@ def run(ctx: StageContext) -> StageRun:
             lake.overwrite(SEMANTIC_DUPLICATES, semantic)
         kept = 0
         for kind in MODALITIES:
-            table, _, id_col, *_ = MODALITIES[kind]
-            marked = lake.read(table).where("drop_reason = 'semantic_duplicate'").limit(1).count()
-            if marked or semantic.where(F.col("kind") == kind).limit(1).count():
-                dropped = apply_decisions(lake, kind, semantic)
-            else:
-                dropped = 0                        # nothing to mark and nothing to unmark
-            stage.count(f"{kind}s:semantic_duplicate", dropped)
-            kept += lake.read(table).where("drop_reason IS NULL").count()
+            composed = write_decisions(lake, kind, semantic)
+            stage.count(f"{kind}s:semantic_duplicate", composed.where("drop_reason = 'semantic_duplicate'").count())
+            kept += composed.where("drop_reason IS NULL").count()
         stage.rows_out = kept
     return stage

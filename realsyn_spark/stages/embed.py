@@ -76,7 +76,7 @@ def resolved_model_id(resolved: EmbedConfig) -> str:
 
 
 def embed_images(spark: SparkSession, lake: Lake, resolved: EmbedConfig, model_id: str, run_id: str) -> DataFrame:
-    kept = lake.read(IMAGES).where("drop_reason IS NULL").select("image_id", "image_url")
+    kept = lake.read(IMAGES).where("filter_reason IS NULL").select("image_id", "image_url")
     done = lake.read(IMAGE_EMBEDDINGS).where(F.col("model_id") == model_id).select("image_id")
     todo = (kept.join(done, "image_id", "left_anti")
             .join(lake.read(IMAGE_BLOBS).select("image_url", "image_bytes"), "image_url")
@@ -87,7 +87,7 @@ def embed_images(spark: SparkSession, lake: Lake, resolved: EmbedConfig, model_i
 
 
 def embed_sentences(spark: SparkSession, lake: Lake, resolved: EmbedConfig, model_id: str, run_id: str) -> DataFrame:
-    kept = lake.read(SENTENCES).where("drop_reason IS NULL").select("sentence_id", "text")
+    kept = lake.read(SENTENCES).where("filter_reason IS NULL").select("sentence_id", "text")
     done = lake.read(SENTENCE_EMBEDDINGS).where(F.col("model_id") == model_id).select("sentence_id")
     return (kept.join(done, "sentence_id", "left_anti").repartition(parallelism(spark))
             .mapInPandas(text_embedder(resolved, "sentence_id"), EMBEDDING_SCHEMA.format(id="sentence_id"))

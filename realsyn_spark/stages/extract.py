@@ -2,18 +2,21 @@
 paper's section 3.1, in its order:
 
 * images: not fetched / unavailable, min_side, aspect_ratio (quality) -> exact_duplicate (content hash)
-  -> near_duplicate (pHash LSH + connected components) -> semantic_duplicate (decided by the `dedup`
-  stage on CLIP embeddings, applied here so a rerun re-decides the same way);
-* sentences: emoji, url, min_words, max_words, cat (quality) -> entropy, perplexity (semantic) ->
-  exact_duplicate, semantic_duplicate (redundancy).
+  -> near_duplicate (pHash LSH + connected components);
+* sentences: language, emoji, url, min_words, max_words, cat (quality) -> entropy, perplexity (semantic)
+  -> exact_duplicate (redundancy).
+
+semantic_duplicate (CLIP embeddings) is the `dedup` stage's; this stage writes only the filters' decision,
+`filter_reason` / `filter_duplicate_of`, and `dedup` composes the final `drop_reason` / `duplicate_of` from
+both (realsyn_spark/decisions.py): each column has one writer.
 
 Extraction appends (MERGE on a deterministic id) the image occurrences and sentences of documents not
-yet extracted. The filters then decide `drop_reason` for *every* row from light columns and stored
+yet extracted. The filters then decide `filter_reason` for *every* row from light columns and stored
 scores only (pHashes per content hash, CAT and perplexity scores per sentence are computed once, for the
 rows that reach the rule), and only rows whose decision changed are rewritten. So a rerun changes
 nothing, a threshold change needs no re-ingest, and an incremental run decides exactly as a full
-rebuild would (exact duplicates keep the smallest id, whenever it arrived). `duplicate_of` always points
-at the row finally kept, which therefore knows every occurrence it stands for (`dedup.image_sources`).
+rebuild would (exact duplicates keep the smallest id, whenever it arrived). `filter_duplicate_of` points at
+the row the filters keep (chains resolved).
 """
 from __future__ import annotations
 
@@ -30,8 +33,8 @@ from realsyn_spark.dedup import near_duplicate_groups, resolve_duplicate_chains
 from realsyn_spark.rules import rule
 from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.sparkutil import arrow_batch_rows, parallelism as task_parallelism
-from realsyn_spark.tables import (DOCUMENTS, IMAGE_BLOBS, IMAGE_HASHES, IMAGES, SEMANTIC_DUPLICATES, SENTENCES,
-                                  Lake)
+from realsyn_spark.decisions import FILTER_COLUMNS
+from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, IMAGE_HASHES, IMAGES, SENTENCES, Lake
 from udfs.phash import hash_kind, phash_mapper
 
 
@@ -111,7 +114,7 @@ def extract_new(lake: Lake, run_id: str, normalise: bool) -> int:
         *[F.lit(None).cast(t).alias(c) for c, t in
           [("sha256", "string"), ("width", "int"), ("height", "int"), ("drop_reason", "string"),
            ("duplicate_of", "string")]],
-        F.lit(run_id).alias("run_id"))
+        F.lit(run_id).alias("run_id"), *[F.lit(None).cast("string").alias(c) for c in FILTER_COLUMNS])
     texts = F.filter("nodes", lambda n: (n["kind"] == "text") & n["text"].isNotNull())
     sentences = (new_docs.select("doc_id", F.transform(texts, lambda n: F.struct(n["position"].alias("position"),
                                                        n["text"].alias("text"), n["page"].alias("page")))
@@ -122,7 +125,8 @@ def extract_new(lake: Lake, run_id: str, normalise: bool) -> int:
                                             F.col("sentence_index").cast("string")), 256).substr(1, 24)
                          .alias("sentence_id"), "*")
                  .withColumn("drop_reason", F.lit(None).cast("string"))
-                 .withColumn("duplicate_of", F.lit(None).cast("string")).withColumn("run_id", F.lit(run_id)))
+                 .withColumn("duplicate_of", F.lit(None).cast("string")).withColumn("run_id", F.lit(run_id))
+                 .select("*", *[F.lit(None).cast("string").alias(c) for c in FILTER_COLUMNS]))
     lake.merge_insert(IMAGES, images)
     lake.merge_insert(SENTENCES, sentences)
     return n_new
@@ -175,26 +179,13 @@ def mark_near_duplicates(spark: SparkSession, lake: Lake, decided: DataFrame, cf
             .drop("_near_rep"))
 
 
-def apply_semantic_duplicates(lake: Lake, decided: DataFrame, kind: str, id_col: str) -> DataFrame:
-    """Re-apply the `dedup` stage's semantic decisions to rows that still pass every other rule, where the
-    group's representative still does too (otherwise the next `dedup` run decides the group anew)."""
-    semantic = (lake.read_or_empty(SEMANTIC_DUPLICATES).where(F.col("kind") == kind)   # none before dedup ran
-                .select(F.col("item_id").alias(id_col), F.col("representative_id").alias("_sem_rep")))
-    alive = decided.where("drop_reason IS NULL").select(F.col(id_col).alias("_sem_rep"))
-    valid = semantic.join(alive, "_sem_rep")
-    is_dup = F.col("drop_reason").isNull() & F.col("_sem_rep").isNotNull()
-    return (decided.join(valid, id_col, "left")
-            .withColumn("duplicate_of", F.when(is_dup, F.col("_sem_rep")).otherwise(F.col("duplicate_of")))
-            .withColumn("drop_reason", F.when(is_dup, F.lit(rule(kind, "semantic_duplicate"))).otherwise(F.col("drop_reason")))
-            .drop("_sem_rep"))
-
-
 def decide_images(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id: str,
                   stage: StageRun | None = None) -> DataFrame:
+    """(image_id, sha256, width, height, filter_reason, filter_duplicate_of) for every image."""
     icfg = cfg.image_filter
     blobs = lake.read(IMAGE_BLOBS).select("image_url", "status", F.col("sha256").alias("b_sha"),
                                           F.col("width").alias("b_w"), F.col("height").alias("b_h"))
-    rows = (lake.read(IMAGES).drop("drop_reason", "duplicate_of", "sha256", "width", "height")
+    rows = (lake.read(IMAGES).drop("drop_reason", "duplicate_of", "sha256", "width", "height", *FILTER_COLUMNS)
             .join(blobs, "image_url", "left")
             .withColumnRenamed("b_sha", "sha256").withColumnRenamed("b_w", "width").withColumnRenamed("b_h", "height"))
     decided = rows.withColumn("drop_reason", _first_failing(image_rules(icfg), "images"))
@@ -205,9 +196,7 @@ def decide_images(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id: s
     decided = decided.drop("status").localCheckpoint(eager=True)
     if icfg.near_dedup:
         decided = mark_near_duplicates(spark, lake, decided, icfg, cfg.dedup.max_cc_iterations, run_id, stage)
-    if cfg.dedup.semantic_images:
-        decided = apply_semantic_duplicates(lake, decided, "image", "image_id")
-    return resolve_duplicate_chains(decided, "image_id").localCheckpoint(eager=True)
+    return filter_decision(decided, "image_id", "sha256", "width", "height")
 
 
 def _none_holds(rules: list[tuple[str, Column]]) -> Column:
@@ -231,9 +220,10 @@ def _with_language_rule(spark: SparkSession, lake: Lake, rows: DataFrame, rules:
 
 def decide_sentences(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id: str,
                      stage: StageRun | None = None) -> DataFrame:
+    """(sentence_id, filter_reason, filter_duplicate_of) for every sentence."""
     scfg = cfg.sentence_filter
     count = stage.count if stage is not None else (lambda *_: None)
-    base = lake.read(SENTENCES).drop("drop_reason", "duplicate_of")
+    base = lake.read(SENTENCES).drop("drop_reason", "duplicate_of", *FILTER_COLUMNS)
     rules = sentence_rules(scfg)
     rows = base
     if scfg.languages:
@@ -270,19 +260,25 @@ def decide_sentences(spark: SparkSession, lake: Lake, cfg: RealSynConfig, run_id
         decided = mark_exact_duplicates(decided, "sentence_id", dedup_key, "sentences")
     else:
         decided = decided.withColumn("duplicate_of", F.lit(None).cast("string"))
-    decided = decided.localCheckpoint(eager=True)
-    if cfg.dedup.semantic_sentences:
-        decided = apply_semantic_duplicates(lake, decided, "sentence", "sentence_id")
-    return resolve_duplicate_chains(decided, "sentence_id").localCheckpoint(eager=True)
+    return filter_decision(decided.localCheckpoint(eager=True), "sentence_id")
+
+
+def filter_decision(decided: DataFrame, id_col: str, *columns: str) -> DataFrame:
+    """(id, *columns, filter_reason, filter_duplicate_of): the filters' decision, chains resolved to the row
+    the filters keep (an exact duplicate of a near-duplicate points at the group's representative)."""
+    resolved = resolve_duplicate_chains(decided.select(id_col, *columns, "drop_reason", "duplicate_of"), id_col)
+    return (resolved.withColumnRenamed("drop_reason", "filter_reason")
+            .withColumnRenamed("duplicate_of", "filter_duplicate_of").localCheckpoint(eager=True))
 
 
 def _count_reasons(stage: StageRun, df: DataFrame, prefix: str) -> int:
+    """Counters per filter rule; returns how many rows the filters keep."""
     kept = 0
-    for row in df.groupBy("drop_reason").count().collect():
-        if row.drop_reason is None:
+    for row in df.groupBy("filter_reason").count().collect():
+        if row.filter_reason is None:
             kept = row["count"]
         else:
-            stage.count(f"{prefix}:{row.drop_reason}", row["count"])
+            stage.count(f"{prefix}:{row.filter_reason}", row["count"])
     stage.count(f"{prefix}:kept", kept)
     return kept
 
@@ -291,10 +287,13 @@ def run(ctx: StageContext) -> StageRun:
     spark, cfg, lake, run_id = ctx.spark, ctx.cfg, ctx.lake, ctx.run_id
     with ctx.stage as stage:
         stage.rows_in = extract_new(lake, run_id, cfg.sentence_filter.normalise_style)
-        decision_columns = ["sha256", "width", "height", "drop_reason", "duplicate_of"]
-        lake.upsert(IMAGES, decide_images(spark, lake, cfg, run_id, stage), update_columns=decision_columns)
-        lake.upsert(SENTENCES, decide_sentences(spark, lake, cfg, run_id, stage),
-                    update_columns=["drop_reason", "duplicate_of"])
+        # Only changed rows are rewritten; drop_reason / duplicate_of are dedup's (decisions.compose).
+        images = decide_images(spark, lake, cfg, run_id, stage)
+        lake.upsert(IMAGES, lake.read(IMAGES).drop(*images.columns[1:]).join(images, "image_id"),
+                    update_columns=images.columns[1:])
+        sentences = decide_sentences(spark, lake, cfg, run_id, stage)
+        lake.upsert(SENTENCES, lake.read(SENTENCES).drop(*FILTER_COLUMNS).join(sentences, "sentence_id"),
+                    update_columns=list(FILTER_COLUMNS))
         images = lake.read(IMAGES)
         sentences = lake.read(SENTENCES)
         stage.count("images:total", images.count())
