@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import GenerateConfig, RealSynConfig
+from realsyn_spark.runlog import recorded_embedding_model
 from realsyn_spark.sources.fileio import open_output
 from realsyn_spark.stages.generate import generation_requests, send_in_chunks, with_request_hash
 from realsyn_spark.tables import GENERATION_CACHE, Lake
@@ -30,17 +31,20 @@ def teacher_config(cfg: RealSynConfig) -> GenerateConfig:
     return GenerateConfig(**{**cfg.generate.model_dump(), **cfg.instruction.teacher})
 
 
-def sample_requests(lake: Lake, cfg: RealSynConfig, run_id: str):
+def sample_requests(lake: Lake, cfg: RealSynConfig):
     """`instruction.sample_size` requests drawn by a hash of (image, rank, seed): the same sample every
     run, whatever the table layout."""
     ic = cfg.instruction
     key = F.xxhash64("image_id", "rank", F.lit(ic.seed))
-    return generation_requests(lake, cfg, run_id).withColumn("_k", key).orderBy("_k", "image_id", "rank") \
+    # The tags come from the model embed recorded, as in the generate stage.
+    embedding = recorded_embedding_model(lake, cfg.embed) if cfg.generate.tags_per_image else None
+    return generation_requests(lake, cfg, embedding).withColumn("_k", key).orderBy("_k", "image_id", "rank") \
         .limit(ic.sample_size).drop("_k")
 
 
 def answer(lake: Lake, teacher: GenerateConfig, hashed, partitions: int, run_id: str) -> tuple[dict, dict]:
     """({request_hash: answer}, counters): the teacher's answers via the generation cache (asked once)."""
+    lake.ensure(GENERATION_CACHE)   # a lake the generate stage has not reached yet has none
     fresh = hashed.dropDuplicates(["request_hash"]).join(lake.read(GENERATION_CACHE).select("request_hash"),
                                                          "request_hash", "left_anti").persist()
     n_fresh = fresh.count()
@@ -96,7 +100,7 @@ def export(spark: SparkSession, cfg: RealSynConfig, run_id: str) -> dict:
     lake = Lake(spark, cfg.lake)
     ic = cfg.instruction
     chosen = teacher_config(cfg) if ic.answers == "generate" else cfg.generate
-    rows = with_request_hash(sample_requests(lake, cfg, run_id), chosen).persist()
+    rows = with_request_hash(sample_requests(lake, cfg), chosen).persist()
     answers, counters = {}, {}
     if ic.answers == "generate":
         answers, counters = answer(lake, chosen, rows, cfg.spark.shuffle_partitions, run_id)
