@@ -20,7 +20,6 @@ from realsyn_spark.dedup import resolve_duplicate_chains
 from realsyn_spark.rules import rule
 
 FILTER_COLUMNS = ("filter_reason", "filter_duplicate_of")
-FINAL_COLUMNS = ("drop_reason", "duplicate_of")
 
 
 def compose(rows: DataFrame, semantic: DataFrame, kind: str, id_col: str) -> DataFrame:

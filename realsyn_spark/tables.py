@@ -351,6 +351,13 @@ class Lake:
         """Insert new keys and update matched rows whose listed columns differ (no-op rows rewrite nothing)."""
         self._merge(spec, df, keys, update=True, update_columns=update_columns)
 
+    def update_columns(self, spec: TableSpec, changes: DataFrame) -> None:
+        """Set the columns of `changes` (the table's keys + some of its columns) on the existing rows with
+        those keys, rewriting only rows where a value differs; no row is inserted or deleted."""
+        columns = [c for c in changes.columns if c not in spec.keys]
+        current = self.read(spec).drop(*columns)
+        self.upsert(spec, current.join(changes, list(spec.keys)), update_columns=columns)
+
     def _merge(self, spec, df, keys, update, update_columns=None):
         self.ensure(spec)
         keys = tuple(keys or spec.keys)

@@ -182,8 +182,7 @@ def image_lake(spark, tmp_path_factory):
     from realsyn_spark.tables import SEMANTIC_DUPLICATES
 
     decided = extract.decide_images(spark, lake, cfg, "r1")
-    lake.upsert(IMAGES, lake.read(IMAGES).drop(*decided.columns[1:]).join(decided, "image_id"),
-                update_columns=decided.columns[1:])
+    lake.update_columns(IMAGES, decided)
     write_decisions(lake, "image", spark.createDataFrame([], SEMANTIC_DUPLICATES.schema))   # as dedup composes
     return cfg, lake, truth
 

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from realsyn_spark.config import RealSynConfig
-from realsyn_spark.decisions import FINAL_COLUMNS, compose
+from realsyn_spark.decisions import compose
 from realsyn_spark.dedup import semantic_duplicate_groups
 from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.tables import (IMAGE_EMBEDDINGS, IMAGES, SEMANTIC_DUPLICATES, SENTENCE_EMBEDDINGS, SENTENCES,
@@ -66,7 +66,7 @@ def write_decisions(lake: Lake, kind: str, semantic: DataFrame) -> DataFrame:
     composed (id, drop_reason, duplicate_of) frame, checkpointed."""
     table, _, id_col, *_ = MODALITIES[kind]
     composed = compose(lake.read(table), semantic.where(F.col("kind") == kind), kind, id_col).localCheckpoint(eager=True)
-    lake.upsert(table, lake.read(table).drop(*FINAL_COLUMNS).join(composed, id_col), update_columns=list(FINAL_COLUMNS))
+    lake.update_columns(table, composed)
     return composed
 
 

@@ -29,11 +29,11 @@ from pyspark.sql import functions as F
 from realsyn_spark import sentence_filters as sf
 from realsyn_spark import text as textrules
 from realsyn_spark.config import ImageFilterConfig, RealSynConfig, SentenceFilterConfig
+from realsyn_spark.decisions import FILTER_COLUMNS
 from realsyn_spark.dedup import near_duplicate_groups, resolve_duplicate_chains
 from realsyn_spark.rules import rule
 from realsyn_spark.runlog import StageContext, StageRun
 from realsyn_spark.sparkutil import arrow_batch_rows, parallelism as task_parallelism
-from realsyn_spark.decisions import FILTER_COLUMNS
 from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, IMAGE_HASHES, IMAGES, SENTENCES, Lake
 from udfs.phash import hash_kind, phash_mapper
 
@@ -288,12 +288,8 @@ def run(ctx: StageContext) -> StageRun:
     with ctx.stage as stage:
         stage.rows_in = extract_new(lake, run_id, cfg.sentence_filter.normalise_style)
         # Only changed rows are rewritten; drop_reason / duplicate_of are dedup's (decisions.compose).
-        images = decide_images(spark, lake, cfg, run_id, stage)
-        lake.upsert(IMAGES, lake.read(IMAGES).drop(*images.columns[1:]).join(images, "image_id"),
-                    update_columns=images.columns[1:])
-        sentences = decide_sentences(spark, lake, cfg, run_id, stage)
-        lake.upsert(SENTENCES, lake.read(SENTENCES).drop(*FILTER_COLUMNS).join(sentences, "sentence_id"),
-                    update_columns=list(FILTER_COLUMNS))
+        lake.update_columns(IMAGES, decide_images(spark, lake, cfg, run_id, stage))
+        lake.update_columns(SENTENCES, decide_sentences(spark, lake, cfg, run_id, stage))
         images = lake.read(IMAGES)
         sentences = lake.read(SENTENCES)
         stage.count("images:total", images.count())
