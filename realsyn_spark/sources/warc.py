@@ -7,6 +7,16 @@ header) and restarts warcio there, so one bad gzip member costs one record, not 
 On an unseekable stream it reports the error and stops. A WARC record without WARC-Type or a numeric
 Content-Length is reported as malformed instead of being read to the end of the file.
 
+A declared length is never trusted past what bounds it (issue 21): in a plain file, the end of the file
+(checked before the block is read, so a length of 10^12 costs nothing); in a .gz, the end of the record's
+gzip member, unless the next member is the rest of the same record (it begins no record). A length past
+either bound while a record begins there is `length_past_end`; one that ends anywhere but at the next
+record (inside its header, a few stray bytes before it, or after skipping a too-large block) is
+`bad_record_length`. Either way parsing goes on at the first record start after the bad record's offset,
+so records its claimed block swallowed are read again. Inside a gzip member (a whole-file gzip stream)
+that means inflating the member again up to there (`_reopened_after`). Only a length in the last record,
+with no record after it, ends as `truncated_record`.
+
 Splits (Hadoop-style, so one large file is read by many tasks and every record by exactly one of them):
 `parse_warc(..., start, end)` reads the records that *begin* in the byte range [start, end). A split
 with start > 0 begins at the first record start at or after `start`: for .gz, the first gzip member
@@ -42,6 +52,10 @@ _SCAN_CHUNK_BYTES = 1 << 20
 # Each false candidate (e.g. gzip magic bytes inside compressed data) costs a tiny parse; cap them so
 # a hostile file cannot make resynchronisation quadratic.
 _MAX_RESYNC_CANDIDATES = 10_000
+# Resynchronising inside a gzip member re-inflates it from its start (a zlib stream cannot be entered
+# in the middle): past this many in one file, the rest of a bad member is skipped as before, so a
+# whole-file gzip stream full of bad lengths costs at most this many re-inflations.
+_MAX_IN_MEMBER_RESYNCS = 32
 
 _GZIP_MEMBER_START = re.compile(rb"\x1f\x8b\x08")
 _WARC_RECORD_START = re.compile(rb"(?:^|\n)(WARC/1\.[01]\r?\n)")
@@ -86,6 +100,8 @@ class _Failure:
     # failure there is a real bad record, not a false candidate.)
     records_seen: int
     follows_bad_length: bool
+    # in a pass over inflated members: the inflated position to resynchronise after, inside the members
+    position: Optional[int] = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -125,6 +141,12 @@ def _classify(mime: str, payload: bytes) -> Optional[str]:
         if _HTML_SNIFF.match(payload[:1024]):
             return "html"
     return None
+
+
+def _drain(reader) -> None:
+    """Read `reader` to its end without keeping the bytes."""
+    while reader.read(_INFLATE_CHUNK_BYTES):
+        pass
 
 
 def _read_capped(reader, cap: int) -> bytes:
@@ -394,25 +416,37 @@ class _InflatedMembers(io.RawIOBase):
 
     `members` holds (compressed offset, inflated position) of each member start, so a record that
     begins at a member start gets the same offset as in a per-member read. Stops at the end of the
-    file or at bytes that are not a gzip member (`stopped_at`, where normal resynchronisation goes on).
+    file, at bytes that are not a gzip member (`stopped_at`, where normal resynchronisation goes on), or
+    at a later member that begins a record (`fenced_at`, where a per-member read goes on): no record is
+    read across a record start, so a Content-Length that runs past its members is cut at the next
+    record (see `_Pass._record_problem`) instead of swallowing the rest of the file.
     A run of more than `cap` inflated bytes without a newline cannot be part of any record the cap
     allows (headers are lines; a block is at most the cap): it raises DecompressionBomb.
     """
 
-    def __init__(self, stream: BinaryIO, start: int, cap: int):
+    def __init__(self, stream: BinaryIO, start: int, cap: int, kind: str = "warc"):
         stream.seek(start)
+        self.kind = kind
         self._raw, self._raw_at = stream, start
         self._pending, self._pending_at = b"", start
         self._inflater = zlib.decompressobj(wbits=31)
         self._out, self._since_newline, self.cap = 0, 0, cap
         self.members: list[tuple[int, int]] = [(start, 0)]
         self.stopped_at: Optional[int] = None
+        self.fenced_at: Optional[int] = None
         self._done = False
+        # After `_reopened_after`: the inflated position where reading starts, and the bytes from there
+        # that the scan for it inflated already.
+        self.origin, self._pushback = 0, b""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
+        if self._pushback:
+            n = min(len(buffer), len(self._pushback))
+            buffer[:n], self._pushback = self._pushback[:n], self._pushback[n:]
+            return n
         while not self._done:
             data = self._step(min(len(buffer), _INFLATE_CHUNK_BYTES))
             if data:
@@ -434,6 +468,9 @@ class _InflatedMembers(io.RawIOBase):
             if self._pending[:3] != b"\x1f\x8b\x08":
                 self._done, self.stopped_at = True, self._pending_at
                 return b""
+            if self._begins_record(self._pending_at):
+                self._done, self.fenced_at = True, self._pending_at
+                return b""
             self._inflater = zlib.decompressobj(wbits=31)
             self.members.append((self._pending_at, self._out))
         if not self._fill():
@@ -447,12 +484,34 @@ class _InflatedMembers(io.RawIOBase):
         self._count(out)
         return out
 
+    def _begins_record(self, offset: int) -> bool:
+        found = is_record_start(self._raw, offset, True, self.kind)
+        self._raw.seek(self._raw_at)  # is_record_start moved the shared stream
+        return found
+
     def _count(self, out: bytes) -> None:
         self._out += len(out)
         newline = out.rfind(b"\n")
         self._since_newline = len(out) - newline - 1 if newline >= 0 else self._since_newline + len(out)
         if self._since_newline > self.cap:
             raise DecompressionBomb(f"gzip data inflates to more than {self.cap} bytes without a record boundary")
+
+    def read_some(self, size: int) -> bytes:
+        buffer = bytearray(size)
+        return bytes(buffer[: self.readinto(buffer)])
+
+    def start_at(self, position: int, data: bytes) -> None:
+        """Begin the reader at inflated `position`, whose first bytes `data` were read already."""
+        self.origin, self._pushback = position, data
+
+    def member_start_of(self, position: int) -> tuple[int, int]:
+        """(compressed offset, inflated position) of the member holding inflated `position`."""
+        found = self.members[0]
+        for member in self.members:
+            if member[1] > position:
+                break
+            found = member
+        return found
 
     def member_of(self, position: int) -> int:
         """Compressed offset of the member holding inflated `position` (or the last member read)."""
@@ -482,9 +541,13 @@ class _Pass:
 
     def __init__(self, source_uri: str, stream: BinaryIO, kind: str, end: Optional[int] = None,
                  max_record_bytes: Optional[int] = None, compressed: bool = False,
-                 inflated: Optional[_InflatedMembers] = None, skip_through: int = -1):
+                 inflated: Optional[_InflatedMembers] = None, skip_through: int = -1,
+                 file_size: Optional[int] = None, may_reopen: bool = True):
         self.source_uri = source_uri
+        self.stream = stream
         self.kind = kind
+        self.file_size = file_size  # set only for a seekable stream: bounds a plain file's lengths
+        self.may_reopen = may_reopen and file_size is not None  # see _MAX_IN_MEMBER_RESYNCS
         self.end = end
         self.max_record_bytes = max_record_bytes
         self.cap = (max_record_bytes or _DEFAULT_MAX_INFLATED_BYTES) + _MEMBER_SLACK_BYTES
@@ -503,11 +566,20 @@ class _Pass:
         self.inflate_from: Optional[tuple[int, int]] = None
         self.last_done = -1  # offset of the last record whose outputs were yielded
         self.bad_length_at: Optional[int] = None  # the record just reported as bad_record_length
+        # a record start found after a length that runs past the end of the file: read on from there
+        self.resume_at: Optional[int] = None
+        # the same inside gzip members read joined: the members reopened at that record (`_reopened_after`)
+        self.resume_inflated: Optional[_InflatedMembers] = None
+        self.bad_length_position: Optional[int] = None  # inflated position of the bad_record_length record
 
     def _file_offset(self, position: int) -> tuple[int, bool]:
         if self.inflated is None:
             return position, True
-        return self.inflated.file_offset(position)
+        return self.inflated.file_offset(self._inflated_position(position))
+
+    def _inflated_position(self, position: int) -> int:
+        """Position in the joined members' inflated bytes of warcio's `position` (which starts at 0)."""
+        return position + (self.inflated.origin if self.inflated is not None else 0)
 
     def outputs(self) -> Iterator[Parsed]:
         iterator = self.iterator
@@ -527,19 +599,29 @@ class _Pass:
                 if self.kind == "arc" and not _plausible_arc_record(record):
                     # warcio takes any line of five words for an ARC header; stop and resynchronise
                     reason = f"not an ARC record header (URL {record.rec_headers.get_header('WARC-Target-URI')!r})"
-                    self.failure = _Failure(offset, "bad_arc_header", _printable(reason), seen, previous_bad_length)
+                    self.failure = _Failure(offset, "bad_arc_header", _printable(reason), seen, previous_bad_length,
+                                            self._inflated_position(position))
                     return
                 if self.kind == "warc" and not _plausible_warc_record(record):
                     # without a length warcio would read the rest of the file as this record's block
                     self.failure = _Failure(offset, "malformed_record",
                                             "WARC header block without WARC-Type or a numeric Content-Length",
-                                            seen, previous_bad_length)
+                                            seen, previous_bad_length, self._inflated_position(position))
+                    return
+                past_end = self._past_file_end(offset, record)
+                if past_end is not None:
+                    yield past_end  # and resume_at is set: read on at the next record
                     return
                 too_large = self._too_large(offset, record)
+                if too_large is not None and self.compressed:
+                    _drain(record.raw_stream)  # to its member's end at most: is the record cut there?
                 block = b"" if too_large else record.raw_stream.read()
+                cut_at = None  # a record start that cuts this record's block short
                 if self._split_across_members(record) and not self._whole_at_member_end(record, block):
-                    self.inflate_from = (offset, offset - 1)  # re-read this record over the joined members
-                    return
+                    cut_at = self._record_start_after_member()
+                    if cut_at is None:  # the next member is no record's start: the record goes on there
+                        self.inflate_from = (offset, offset - 1)  # re-read this record over the joined members
+                        return
                 errors_before = iterator.err_count
                 try:
                     iterator.read_to_end()  # skips the block of a too-large record without keeping it
@@ -559,13 +641,27 @@ class _Pass:
                     yield from self._outputs_of(offset, record, block)
                     self.last_done, previous_bad_length = offset, False
                     continue
-                problem = too_large or self._record_problem(offset, record, iterator.err_count > errors_before)
+                length_wrong = iterator.err_count > errors_before or self._swallowed_a_record(block, too_large)
+                problem = self._record_problem(offset, record, length_wrong, too_large, cut_at)
+                if problem is not None and problem.kind == "truncated_record" and not self._plain:
+                    problem = self._resync_in_members(offset, record, position) or problem
                 previous_bad_length = problem is not None and problem.kind == "bad_record_length"
-                self.bad_length_at = None
+                self.bad_length_at = self.bad_length_position = None
                 if previous_bad_length:  # a real file offset: of the record, or of the member holding it
-                    self.bad_length_at = offset if self.inflated is None else self.inflated.member_of(position)
+                    self.bad_length_at = offset if self.inflated is None else self.inflated.member_of(
+                        self._inflated_position(position))
+                    self.bad_length_position = self._inflated_position(position)
                 if problem is not None:
                     yield problem
+                    if self.resume_inflated is not None:
+                        return
+                    if previous_bad_length and not self.compressed:
+                        # whole records may lie inside the bad block even when a record follows it:
+                        # resynchronise from inside the block (parse_warc), do not read on after it
+                        next_at = iterator.offset if iterator.offset is not None else position
+                        self.failure = _Failure(self._file_offset(next_at)[0], "bad_record_length", "", seen, True,
+                                                self._inflated_position(next_at))
+                        return
                     continue
                 yield from self._outputs_of(offset, record, block)
                 self.last_done = offset
@@ -577,14 +673,38 @@ class _Pass:
                 return
             if isinstance(exc, DecompressionBomb):
                 # reported at the member that inflates too far (retried inflated first: see parse_warc)
-                at = offset if self.inflated is None else self.inflated.member_of(iterator.offset or 0)
+                at = offset if self.inflated is None else self.inflated.member_of(
+                    self._inflated_position(iterator.offset or 0))
                 self.failure = _Failure(at, "decompression_bomb", f"{exc} (ingest.max_document_bytes)", seen, False)
                 return
             failed_at = iterator.offset if iterator.offset is not None else offset
+            position = None
             if self.inflated is not None:
+                position = self._inflated_position(failed_at)
                 failed_at = self._file_offset(failed_at)[0]
             reason = _printable(f"{type(exc).__name__}: {exc}")
-            self.failure = _Failure(failed_at, _failure_kind(exc), reason, seen, previous_bad_length)
+            self.failure = _Failure(failed_at, _failure_kind(exc), reason, seen, previous_bad_length, position)
+
+    @property
+    def _plain(self) -> bool:
+        return not self.compressed and self.inflated is None
+
+    def _resync_in_members(self, offset: int, record, position: int) -> Optional[SourceError]:
+        """A record cut short by the end of its gzip member(s) while a record begins inside its block
+        (a whole-file gzip stream whose Content-Length runs past its end): `length_past_end`, with
+        `resume_inflated` positioned at that record. None when no record follows: truncated."""
+        if not self.may_reopen:
+            return None
+        if self.inflated is None:  # read per member: this record's member, from its start
+            members, position = _InflatedMembers(self.stream, offset, self.cap, self.kind), 0
+        else:
+            members, position = self.inflated, self._inflated_position(position)
+        reopened = _reopened_after(self.stream, members, position, self.kind, self.cap)
+        if reopened is None:
+            return None
+        self.resume_inflated = reopened
+        return self._length_past_end(offset, record, "the end of its gzip member",
+                                     reopened.file_offset(reopened.origin)[0])
 
     def _split_across_members(self, record) -> bool:
         """Block cut short at the end of its gzip member while more members follow: the record goes on
@@ -606,14 +726,69 @@ class _Pass:
         return block[: -len(separator)] if block.endswith(separator) else block
 
     def _too_large(self, offset: int, record) -> Optional[SourceError]:
-        """A record whose declared length exceeds the limit is reported, and its block never held in memory."""
+        """A record whose declared length exceeds the limit is reported, and its block never held in memory.
+        In a plain file the block is at most what is left of the file: a longer length is not a reason
+        to skip the bytes that are there (they end in `truncated_record`)."""
         if self.max_record_bytes is None:
             return None
         length = (record.rec_headers.get_header("Content-Length") or "").strip()
-        if length.isdigit() and int(length) > self.max_record_bytes:
+        if not length.isdigit():
+            return None
+        left = self._bytes_left_in_file()
+        if int(length) > self.max_record_bytes and (left is None or left > self.max_record_bytes):
             return SourceError(self.source_uri, f"offset={offset}", "too_large",
                                f"record of {length} bytes exceeds ingest.max_document_bytes ({self.max_record_bytes})")
         return None
+
+    def _bytes_left_in_file(self) -> Optional[int]:
+        """Bytes of a plain file after the headers just parsed (None for gzip or an unsized stream)."""
+        if not self._plain or self.file_size is None:
+            return None
+        iterator = self.iterator
+        return self.file_size - (iterator.fh.tell() - iterator.reader.rem_length())
+
+    def _past_file_end(self, offset: int, record) -> Optional[SourceError]:
+        """A plain file's record whose Content-Length runs past the end of the file while a later record
+        begins inside it: its length is wrong (a corrupted digit, a hostile file). It is reported, its
+        block never read, and `resume_at` set to that record. With no record after it, the file was cut
+        short or the length is wrong in its last record: it is read as far as the file goes and ends as
+        `truncated_record` (or is kept with a warning when only a few bytes are missing)."""
+        left = self._bytes_left_in_file()
+        missing = getattr(record.raw_stream, "limit", 0) or 0
+        if left is None or missing <= left:
+            return None
+        fh = self.iterator.fh
+        position = fh.tell()
+        resume_at = _next_record_start(self.stream, offset + 1, False, self.kind)
+        fh.seek(position)  # the scan moved the stream warcio reads
+        if resume_at is None:
+            return None
+        self.resume_at = resume_at
+        return self._length_past_end(offset, record, f"the end of the file ({left} bytes after its headers)",
+                                     resume_at)
+
+    def _length_past_end(self, offset: int, record, bound: str, resume_at: int) -> SourceError:
+        length = (record.rec_headers.get_header("Content-Length") or "").strip()
+        return SourceError(self.source_uri, f"offset={offset}", "length_past_end",
+                           f"Content-Length {length} runs past {bound}; record quarantined, the next record "
+                           f"begins at offset {resume_at} and is read from there")
+
+    def _record_start_after_member(self) -> Optional[int]:
+        """Offset of the gzip member after the current one when it begins a record, else None. Judged
+        from the bytes read already when they hold its header (so also on an unseekable stream)."""
+        fh, decompressor = self.iterator.fh, self.iterator.reader.decompressor
+        if decompressor is None:
+            return None
+        position, following = fh.tell(), decompressor.unused_data
+        next_member = position - len(following)
+        head = following[:3] == b"\x1f\x8b\x08" and _inflated_head(following, _HEADER_PEEK_BYTES)
+        if head and _starts_record(head, self.kind):
+            return next_member
+        if len(following) >= _GZIP_PEEK_BYTES or not _is_seekable(fh):
+            return None
+        found = is_record_start(fh, next_member, True, self.kind)
+        fh.seek(position)  # is_record_start moved the stream warcio reads
+        return next_member if found else None
 
     def _outputs_of(self, offset: int, record, block: bytes) -> list[Parsed]:
         # Extraction runs on bytes already read: a failure there spoils this record, not the archive.
@@ -646,17 +821,42 @@ class _Pass:
             whole, how = self._without_separator(block), f"{missing} bytes shorter than"
         else:
             return None
-        if not _payload_complete(record, whole, self.cap):
-            return None
+        if not _payload_complete(record, whole, self.cap) or self._holds_record_start(whole):
+            return None  # (a block that swallowed whole records may end with the last one's `</html>`)
         return SourceError(self.source_uri, f"offset={offset}", "record_length_mismatch",
                            f"warning, record kept: block is {how} its Content-Length, payload complete"), whole
 
-    def _record_problem(self, offset: int, record, length_warning: bool) -> Optional[SourceError]:
+    def _swallowed_a_record(self, block: bytes, too_large: Optional[SourceError]) -> bool:
+        """A block followed (after blank lines) by a line that begins no record, which holds a record's
+        first line itself: its length ended inside that record (e.g. right after a line of its header),
+        so the record is not kept with a piece of the next one appended, and the next one is found again
+        inside it. A skipped too-large block that does not end at a record is a wrong length too."""
+        next_line = self.iterator.next_line
+        if next_line is None or _begins_record(next_line, self.kind):
+            return False
+        # (the block may end inside that first line, before its "\n": warcio read that as a blank line)
+        return too_large is not None or self._holds_record_start(block + b"\n")
+
+    def _holds_record_start(self, block: bytes) -> bool:
+        return bool((_ARC_RECORD_START if self.kind == "arc" else _WARC_RECORD_START).search(block))
+
+    def _record_problem(self, offset: int, record, length_warning: bool, too_large: Optional[SourceError] = None,
+                        cut_at: Optional[int] = None) -> Optional[SourceError]:
+        """What is wrong with a record whose block was read or skipped: cut short by the next record
+        (`length_past_end`: its gzip member ended, or the joined members stopped at a record's member),
+        by the end of the file (`truncated_record`), a length that ends elsewhere than at the next
+        record (`bad_record_length`, also for a too-large length: the bytes skipped were not one record),
+        else `too_large` if it was skipped."""
+        cut_short = (getattr(record.raw_stream, "limit", 0) or 0) > 0
+        if cut_short and cut_at is None and self.inflated is not None:
+            cut_at = self.inflated.fenced_at
+        if cut_short and cut_at is not None:
+            return self._length_past_end(offset, record, "the end of its gzip member", cut_at)
         problem = _truncation_error(self.source_uri, offset, record)
         if problem is None and length_warning:
             problem = SourceError(self.source_uri, f"offset={offset}", "bad_record_length",
                                   "record not followed by a blank line: its Content-Length is wrong")
-        return problem
+        return problem or too_large
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -708,6 +908,44 @@ def is_record_start(stream: BinaryIO, offset: int, compressed: bool, kind: str) 
     return _starts_record(_read_at(stream, offset, _HEADER_PEEK_BYTES), kind)
 
 
+def _reopened_after(stream: BinaryIO, inflated: _InflatedMembers, position: int, kind: str,
+                    cap: int) -> Optional[_InflatedMembers]:
+    """The members of `inflated` inflated afresh from the one holding inflated `position`, positioned at
+    the first record start (a record's first line at a line start, with a well-formed header: see
+    `_starts_record`) after `position` and before the end of the joined members, or None.
+
+    This is resynchronisation inside a gzip member (a whole-file gzip stream, or members read joined):
+    a wrong Content-Length there swallows the records after it in the same member, and no member start
+    marks where they begin."""
+    member_offset, member_start = inflated.member_start_of(position)
+    fresh = _InflatedMembers(stream, member_offset, cap, kind)
+    after = position - member_start  # in the fresh stream's positions
+    pattern = _ARC_RECORD_START if kind == "arc" else _WARC_RECORD_START
+    window, window_at, last_checked = b"", 0, after
+    try:
+        while True:
+            chunk = fresh.read_some(_SCAN_CHUNK_BYTES)
+            window += chunk
+            for match in pattern.finditer(window):
+                found = window_at + match.start(1)
+                if found <= last_checked:
+                    continue
+                head = window[found - window_at:]
+                if chunk and len(head) < _HEADER_PEEK_BYTES:
+                    break  # judge it once its whole header is here
+                last_checked = found
+                if _starts_record(head[:_HEADER_PEEK_BYTES], kind):
+                    fresh.start_at(found, head)
+                    return fresh
+            if not chunk:
+                return None
+            # keep a record's first line (with the newline before it) and a header's worth of bytes
+            keep = max(len(window) - _HEADER_PEEK_BYTES - 1, 0)
+            window, window_at = window[keep:], window_at + keep
+    except (zlib.error, EOFError, DecompressionBomb):
+        return None
+
+
 def _next_record_start(stream: BinaryIO, start: int, compressed: bool, kind: str,
                        stop: Optional[int] = None) -> Optional[int]:
     """Offset of the first record start (see `is_record_start`) at or after `start` and before `stop`,
@@ -757,6 +995,13 @@ def _trailing_bytes_error(source_uri: str, stream: BinaryIO, end_offset: Optiona
                       f"{leftover} trailing bytes could not be parsed as a record (file cut short?)")
 
 
+def _size_of(stream: BinaryIO) -> int:
+    position = stream.tell()
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(position)
+    return size
+
+
 def _is_seekable(stream: BinaryIO) -> bool:
     try:
         return bool(stream.seekable())
@@ -794,6 +1039,19 @@ def _peek(stream: BinaryIO, size: int) -> tuple[bytes, BinaryIO]:
     return head, io.BufferedReader(_PrependedStream(head, stream))
 
 
+def _resync_in_members(stream: BinaryIO, kind: str, run: _Pass, failure: _Failure) -> Optional[_InflatedMembers]:
+    """After a record that does not parse inside gzip members read joined (a whole-file gzip stream):
+    the members reopened at the next record start in the same members, or None (resynchronise at the
+    next member as before). After a bad_record_length the search starts inside that record's block."""
+    if run.inflated is None or failure.position is None or failure.kind not in (
+            "malformed_record", "bad_arc_header", "bad_record_length"):
+        return None  # (a zlib error or a cut member would fail the same way when inflated again)
+    after = failure.position
+    if failure.follows_bad_length and run.bad_length_position is not None:
+        after = min(after, run.bad_length_position)
+    return _reopened_after(stream, run.inflated, after, kind, run.cap)
+
+
 def _error_for(source_uri: str, archive_kind: str, stream: BinaryIO, failure: _Failure, compressed: bool,
                seekable: bool) -> SourceError:
     kind, reason = failure.kind, failure.reason
@@ -811,6 +1069,9 @@ def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc", start: int
     Never raises for bad input. `kind` is "warc" or "arc"; it becomes `Document.source_kind` and picks
     ARC header handling. A split (start > 0 or end set) needs a seekable stream over the whole file.
     Records whose declared length exceeds `max_record_bytes` are reported as `too_large`, not read.
+    A declared length is bounded by the file and by the record's gzip member: one that runs past
+    either while a record begins there is reported as `length_past_end`, and reading goes on at that
+    record (see `_Pass._past_file_end`, `_Pass._record_problem`).
     """
     if start > 0:
         stream.seek(0)
@@ -821,6 +1082,7 @@ def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc", start: int
         return
     compressed = head.startswith(b"\x1f\x8b")
     seekable = _is_seekable(stream)
+    file_size = _size_of(stream) if seekable else None
     if start > 0:
         first = _next_record_start(stream, start, compressed, kind, stop=end)
         if first is None:
@@ -831,22 +1093,42 @@ def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc", start: int
     # A gzip member that fails is retried once with the members after it joined (a record split across
     # members); only if that fails too is the first failure reported.
     retried: Optional[_Failure] = None
+    reopens = 0  # resynchronisations inside gzip members (_MAX_IN_MEMBER_RESYNCS)
     for _ in range(_MAX_RESYNC_CANDIDATES):
-        run = _Pass(source_uri, stream, kind, end, max_record_bytes, compressed, inflated, skip_through)
+        run = _Pass(source_uri, stream, kind, end, max_record_bytes, compressed, inflated, skip_through, file_size,
+                    reopens < _MAX_IN_MEMBER_RESYNCS)
         yield from run.outputs()
         inflated, skip_through = None, -1
         failure = run.failure
+        if run.resume_inflated is not None:  # a length past the end of the joined members (see _Pass)
+            retried, inflated, reopens = None, run.resume_inflated, reopens + 1
+            continue
+        # a length that ran past the end of the file (plain) or to a member that begins a record (joined
+        # members): the record was reported, reading goes on at the record start found
+        resume_at = run.resume_at if run.resume_at is not None else (
+            run.inflated.fenced_at if failure is None and run.inflated is not None else None)
+        if resume_at is not None:
+            retried = None
+            if end is not None and resume_at >= end:
+                return  # the next split begins there
+            stream.seek(resume_at)
+            continue
         if run.inflate_from is not None and seekable:
             member_offset, skip_through = run.inflate_from
-            inflated = _InflatedMembers(stream, member_offset, run.cap)
+            inflated = _InflatedMembers(stream, member_offset, run.cap, kind)
             continue
+        if run.inflate_from is not None:  # joining members needs a seekable stream
+            yield SourceError(source_uri, f"offset={run.inflate_from[0]}", "truncated_record",
+                              "record goes on past its gzip member, which cannot be read joined on an "
+                              "unseekable stream; the rest of the file is not read")
+            return
         # (a member over the cap is retried too: a whole-file gzip stream is one member bigger than any
         # record; read inflated, the cap then holds per record)
         if (failure is not None and run.inflated is None and compressed and seekable
                 and not failure.follows_bad_length):
             retried = failure
             done = failure.offset if run.last_done == failure.offset else failure.offset - 1
-            inflated, skip_through = _InflatedMembers(stream, failure.offset, run.cap), done
+            inflated, skip_through = _InflatedMembers(stream, failure.offset, run.cap, kind), done
             continue
         if failure is not None and retried is not None and failure.offset == retried.offset:
             failure = retried  # joining members did not help: the member's own damage is the error
@@ -858,12 +1140,19 @@ def parse_warc(source_uri: str, stream: BinaryIO, kind: str = "warc", start: int
             if seekable and not run.reached_split_end and run.inflated is None:
                 yield from _trailing_bytes_error(source_uri, stream, run.end_offset)
             return
-        if end is not None and failure.offset >= end and is_record_start(stream, failure.offset, compressed, kind):
+        if (end is not None and failure.offset >= end and not failure.follows_bad_length
+                and is_record_start(stream, failure.offset, compressed, kind)):
             return  # a record start that does not parse: the next split begins there and reports it
+        # an offset inside a member read joined is not a gzip member's: its member is not re-inflated
+        at_member = run.inflated is None or failure.position is None or run.inflated.file_offset(failure.position)[1]
         if not failure.follows_bad_length:
-            yield _error_for(source_uri, kind, stream, failure, compressed, seekable)
+            yield _error_for(source_uri, kind, stream, failure, compressed and at_member, seekable)
         if not seekable:
             return
+        reopened = _resync_in_members(stream, kind, run, failure) if reopens < _MAX_IN_MEMBER_RESYNCS else None
+        if reopened is not None:
+            inflated, reopens = reopened, reopens + 1
+            continue
         resync_from = failure.offset + 1
         if failure.follows_bad_length and run.bad_length_at is not None:
             # a Content-Length that is too long swallowed the start of the next record: look for it
