@@ -12,7 +12,7 @@ from realsyn_spark.config import load_config
 from realsyn_spark.pipeline import STAGES, run_pipeline
 from realsyn_spark.tables import (ALL_TABLES, BALANCED, DATASET, IMAGES, INGEST_ERRORS, RETRIEVALS, RUN_LOG, SENTENCES,
                                   SYNTHETIC_TEXTS, Lake)
-from tests.conftest import tiny_overrides
+from tests.conftest import pipeline_overrides
 
 COUNTED = [t for t in ALL_TABLES if t.name not in ("run_log",)]
 
@@ -130,17 +130,6 @@ def test_scales_are_nested_and_capped(spark, runs):
     assert per_cluster.agg(F.max("count")).first()[0] <= small
 
 
-def test_interrupted_run_resumes_to_the_same_result(spark, runs, sample_corpus, tmp_path):
-    cfg_full, lake_full, *_ = runs
-    cfg = load_config(overrides=tiny_overrides(tmp_path, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0"])
-    run_pipeline(spark, cfg, stages=["ingest", "fetch", "extract", "embed"])   # "crash" after embed
-    run_pipeline(spark, cfg)                                                    # the rerun finishes the work
-    lake = Lake(spark, cfg.lake)
-    assert table_counts(spark, lake)["dataset"] == table_counts(spark, lake_full)["dataset"]
-    ids = lambda l: {r.image_id for r in l.read(DATASET).select("image_id").collect()}  # noqa: E731
-    assert ids(lake) == ids(lake_full)
-
-
 def test_webdataset_shards_read_by_open_clips_training_loader(spark, runs):
     import open_clip
     import webdataset as wds
@@ -178,7 +167,7 @@ def refreshed(spark, sample_corpus, tmp_path_factory):
     """A lake built the way a scheduled refresh builds it: a run over the WARC and PDF files, then a run
     over the whole input folder after the OBELICS and HTML files arrived."""
     root = tmp_path_factory.mktemp("refresh")
-    base = tiny_overrides(root) + ["fetch.timeout_s=2", "fetch.retries=0", "export.samples_per_shard=40"]
+    base = pipeline_overrides(root)
     run_pipeline(spark, load_config(overrides=base + [
         f"ingest.input_paths=[{sample_corpus}/warc, {sample_corpus}/pdf]"]))
     cfg = load_config(overrides=base + [f"ingest.input_paths=[{sample_corpus}]"])
