@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# The unit tests only (no Spark session): the loop to run while changing code.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not spark" tests
+
+# ruff (pyproject.toml): run by .ci/run before the tests.
+lint: setup
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf lake sample_corpus spark-warehouse .pytest_cache

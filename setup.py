@@ -57,7 +57,8 @@ EXTRAS = {
     # Hugging Face causal-LM generator backend on CPU or GPU.
     "llm": ["transformers>=4.44"],
     # webdataset: the tests read the exported shards with open_clip's own training loader.
-    "dev": ["pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.8", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6",
+    # ruff pinned: a new release adds rules and would turn CI red on unchanged code.
+    "dev": ["ruff==0.17.6", "pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.8", "nbformat>=5", "nbclient>=0.10", "ipykernel>=6",
             "webdataset>=0.2.86",
             # tests/test_deploy.py: the Databricks bundle's jobs against Databricks' own Jobs models, the EMR
             # job definitions against botocore's service models.

@@ -9,7 +9,7 @@ sentences, connected components in Spark, and the provenance of kept rows.
   blocked cosine matrix and union-find; each group keeps the member nearest its centroid. One
   implementation serves images and sentences.
 * `resolve_duplicate_chains` points `duplicate_of` at the row that is finally kept, and
-  `image_sources` / `sentence_sources` list every occurrence a kept row stands for.
+  `image_sources` lists every occurrence a kept image stands for.
 """
 from __future__ import annotations
 
@@ -307,10 +307,3 @@ def image_sources(lake) -> DataFrame:
 
     out = _sources(lake, IMAGES, "image_id", ["doc_id", "position", "image_url"])
     return out.withColumn("image_urls", F.array_sort(F.array_distinct(F.transform("sources", lambda s: s["image_url"]))))
-
-
-def sentence_sources(lake) -> DataFrame:
-    """Every kept sentence with all the occurrences (exact and semantic duplicates) it stands for."""
-    from realsyn_spark.tables import SENTENCES
-
-    return _sources(lake, SENTENCES, "sentence_id", ["doc_id", "position", "sentence_index", "text"])

@@ -10,7 +10,3 @@ def stable_id(*parts: object, length: int = 24) -> str:
         h.update(repr(part).encode("utf-8", "surrogatepass"))
         h.update(b"\x1f")
     return h.hexdigest()[:length]
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -39,6 +39,16 @@ def tiny_overrides(lake_root: str | Path, corpus: str | Path | None = None) -> l
     return overrides
 
 
+# Settings of the shared pipeline lake: dead sample URLs fail fast; several shards per export.
+PIPELINE_EXTRA = ["fetch.timeout_s=2", "fetch.retries=0", "export.samples_per_shard=40"]
+
+
+def pipeline_overrides(lake_root: str | Path, corpus: str | Path | None = None) -> list[str]:
+    """The shared pipeline lake's settings: a test that builds another lake with these must reach the
+    same rows (tests/test_e2e_connect.py compares a Connect-built lake with it row by row)."""
+    return tiny_overrides(lake_root, corpus) + PIPELINE_EXTRA
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from realsyn_spark.config import load_config
@@ -73,8 +83,7 @@ def pipeline_lake(spark, sample_corpus, tmp_path_factory):
     from realsyn_spark.tables import Lake
 
     root = tmp_path_factory.mktemp("lake")
-    cfg = load_config(overrides=tiny_overrides(root, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0",
-                                                                       "export.samples_per_shard=40"])
+    cfg = load_config(overrides=pipeline_overrides(root, sample_corpus))
     return cfg, Lake(spark, cfg.lake), run_pipeline(spark, cfg)
 
 
@@ -89,3 +98,11 @@ def exported_lake(spark, tmp_path_factory):
     lake, clusters = export_lake.build(spark, root)
     cfg = export_lake.export_config(root, ["export.scales=[all, 4, 0.03k]"])
     return cfg, lake, clusters, run_stage(spark, cfg, "export", "r1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs a Spark session (directly or through a lake fixture) `spark`, so that
+    `make test-fast` (`-m "not spark"`) runs the rest: the unit tests, in about a minute."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)

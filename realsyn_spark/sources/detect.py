@@ -20,7 +20,6 @@ _SUFFIX_KINDS = (
     (".htm", "html"),
 )
 
-SOURCE_KINDS = frozenset(kind for _, kind in _SUFFIX_KINDS)
 SUFFIXES = tuple(suffix for suffix, _ in _SUFFIX_KINDS)
 
 

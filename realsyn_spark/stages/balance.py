@@ -41,7 +41,6 @@ from udfs.clip_embed import text_embedder
 from udfs.retrieval import exact_top_k
 
 COARSE_POINTS_PER_CLUSTER = 256   # FAISS's own default cap per centroid
-ASSIGNED = "image_id string, cluster_id int, centroid_score float"
 
 
 def embed_new_synthetic_texts(spark: SparkSession, lake: Lake, cfg: RealSynConfig, embedding: EmbeddingModel,

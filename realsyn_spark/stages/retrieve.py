@@ -34,8 +34,6 @@ from udfs.retrieval import (ASSIGNED_SENTENCES, CHUNK_MATCHES, PROBED_IMAGES, Se
                             probe_images, search_chunk)
 from udfs.shipped import InClosure
 
-ASSIGNED = "{id} string, cluster_id int, probe_rank int, embedding array<float>"
-
 
 def kept_sentence_vectors(lake: Lake, model_id: str) -> DataFrame:
     kept = lake.read(SENTENCES).where("drop_reason IS NULL").select("sentence_id")
