@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from realsyn_spark.config import FetchConfig  # noqa: E402
-from realsyn_spark.fetcher import DEFAULT_PER_HOST_LIMIT, fetch_many  # noqa: E402
+from realsyn_spark.config import FetchConfig
+from realsyn_spark.fetcher import DEFAULT_PER_HOST_LIMIT, fetch_many
 
 
 def make_jpeg(side: int) -> bytes:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.segmentation_gold import GOLD, HELDOUT  # noqa: E402
+from tests.segmentation_gold import GOLD, HELDOUT
 
 # Typical web-paragraph sentences (blog, news, travel, recipe, product prose), 10-30 words: OBELICS-like.
 WEB = [

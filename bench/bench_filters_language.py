@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from realsyn_spark.config import SentenceFilterConfig  # noqa: E402
-from realsyn_spark.text import split_sentences  # noqa: E402
-from tests.segmentation_gold import GOLD, HELDOUT  # noqa: E402
-from udfs.langid import detect, identifier  # noqa: E402
+from realsyn_spark.config import SentenceFilterConfig
+from realsyn_spark.text import split_sentences
+from tests.segmentation_gold import GOLD, HELDOUT
+from udfs.langid import detect, identifier
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
         split_sentences(s)
     seg = time.perf_counter() - t
     t = time.perf_counter()
-    found = detect(sentences)
+    detect(sentences)
     lid = time.perf_counter() - t
     print(f"model load {load:.2f} s; {len(sentences)} sentences")
     print(f"segmentation (baseline) {len(sentences) / seg:,.0f} sentences/s")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from realsyn_spark.text import split_sentences  # noqa: E402
-from tests.segmentation_gold import GOLD, HELDOUT, errors, score  # noqa: E402
+from realsyn_spark.text import split_sentences
+from tests.segmentation_gold import GOLD, HELDOUT, errors, score
 
 
 def naive(paragraph: str) -> list[str]:

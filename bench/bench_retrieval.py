@@ -91,8 +91,12 @@ def topic_model(seed: int, dim: int):
     return means, weights, spectrum, modality
 
 
-def generate_block(seed: int, dim: int, kind: int, block: int, rows: int, spread: float, _cache={}) -> np.ndarray:
+_TOPIC_MODELS: dict = {}   # one topic model per (seed, dim), kept between blocks
+
+
+def generate_block(seed: int, dim: int, kind: int, block: int, rows: int, spread: float) -> np.ndarray:
     """`rows` unit vectors of block `block`; kind 0 = sentences, 1 = images (noisier, other modality)."""
+    _cache = _TOPIC_MODELS
     key = (seed, dim)
     if key not in _cache:
         _cache.clear()

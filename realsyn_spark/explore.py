@@ -61,9 +61,9 @@ def read_table(lake: Lake, spec: TableSpec, required: bool = False, quiet: bool 
     try:
         df = (lake.spark.read.table(location) if lake.cfg.catalog_schema
               else lake.spark.read.format("delta").load(location))
-        df.columns  # analysis happens here (lazily under Spark Connect)
+        _ = df.columns  # analysis happens here (lazily under Spark Connect)
         return df
-    except Exception as exc:  # noqa: BLE001 - absent path / table / not a Delta table
+    except Exception as exc:
         message = (f"table `{spec.name}` ({spec.doc}) is not in the lake at {location}: run the pipeline "
                    f"(`make demo` locally, or `realsyn run`) or point the parameters cell at your lake")
         if required:

@@ -13,7 +13,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 # Tests never reach a model hub: fail fast instead of retrying DNS for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tests.tiny_gpt2 import perplexity_overrides  # noqa: E402
+from tests.tiny_gpt2 import perplexity_overrides
 
 TINY_CLIP = str(resources.files("realsyn_spark").joinpath("resources/tiny-clip.json"))
 TAGS_TXT = str(resources.files("realsyn_spark").joinpath("resources/tags.txt"))

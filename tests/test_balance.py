@@ -183,7 +183,10 @@ def test_fine_kmeans_falls_back_to_numpy_lloyd_with_faiss_quality(monkeypatch):
     assert fallback.shape == (50, 32) and fallback.dtype == np.float32
     assert np.allclose(np.linalg.norm(fallback, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(fallback, spherical_kmeans(x, 50, 15, 0))          # deterministic per seed
-    quality = lambda c: float(np.max(x @ c.T, axis=1).mean())
+
+    def quality(c):
+        return float(np.max(x @ c.T, axis=1).mean())
+
     assert quality(fallback) > quality(with_faiss) - 0.02, (quality(fallback), quality(with_faiss))
 
 

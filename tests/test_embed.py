@@ -181,8 +181,8 @@ def test_gpu_paths_match_cpu():
 
 # -- tensor decode path (embed.decode: gpu), tested on CPU against the PIL/open_clip reference ---------
 
-from udfs.pixels import apply_orientation, jpeg_header  # noqa: E402
-from udfs.tensor_pixels import TensorDecoder, orient_tensor  # noqa: E402
+from udfs.pixels import apply_orientation, jpeg_header
+from udfs.tensor_pixels import TensorDecoder, orient_tensor
 
 # Stated tolerance of the tensor path vs open_clip's PIL path (tiny CLIP, random weights): per-image
 # cosine of the two embeddings. The pixels differ by libjpeg DCT scaling (PIL drafts large JPEGs) and

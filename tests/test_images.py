@@ -169,8 +169,8 @@ def test_no_global_pillow_state_changes_or_leaked_warnings():
 
 # -- udfs.pixels.decode_rgb: every pixel consumer's decode (upright, 8-bit RGB, transparency on white) ---
 
-from udfs.phash import phash_views  # noqa: E402
-from udfs.pixels import apply_orientation, decode_rgb, jpeg_header, orientation_of, to_rgb8  # noqa: E402
+from udfs.phash import phash_views
+from udfs.pixels import apply_orientation, decode_rgb, jpeg_header, orientation_of, to_rgb8
 
 np = pytest.importorskip("numpy")
 

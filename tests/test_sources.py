@@ -588,10 +588,10 @@ def test_parser_crash_becomes_an_error_after_the_records_already_yielded(monkeyp
 # Splits: every record read by exactly one split, with the same ids as a whole-file read
 # ---------------------------------------------------------------------------------------------------
 
-from realsyn_spark.sources import fileio  # noqa: E402
-from realsyn_spark.sources.obelics import count_line_starts  # noqa: E402
-from realsyn_spark.sources.pdf import page_range  # noqa: E402
-from realsyn_spark.sources.splits import (Split, count_split_lines, pack_splits, parse_split,  # noqa: E402
+from realsyn_spark.sources import fileio
+from realsyn_spark.sources.obelics import count_line_starts
+from realsyn_spark.sources.pdf import page_range
+from realsyn_spark.sources.splits import (Split, count_split_lines, pack_splits, parse_split,
                                           plan_splits, with_first_rows)
 
 

@@ -8,7 +8,7 @@ import sys
 import textwrap
 import zlib
 
-from realsyn_spark.sources import Document, SourceError
+from realsyn_spark.sources import SourceError
 from realsyn_spark.sources.warc import parse_warc
 from tests.test_sources import page_html, split, warc_record
 

@@ -57,7 +57,6 @@ class Captioner:
     """A loaded image-to-text model: `caption(images) -> list[str]` for a batch of PIL images."""
 
     def __init__(self, cfg, path: str, device: str):
-        import torch
         from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
         self.cfg = cfg

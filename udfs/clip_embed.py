@@ -27,6 +27,8 @@ from udfs.pixels import decode_rgb
 from udfs.worker import cuda_device, task_gpu, task_threads
 
 if TYPE_CHECKING:
+    import torch
+
     from realsyn_spark.config import EmbedConfig
 
 log = logging.getLogger("realsyn.udfs")

@@ -34,7 +34,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Optional, Union
 
-from warcio.archiveiterator import ArchiveIterator, WARCIterator
+from warcio.archiveiterator import ArchiveIterator
 from warcio.bufferedreaders import BufferedReader, ChunkedDataReader, DecompressingBufferedReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParserException
