@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from realsyn_spark.config import load_config
 from realsyn_spark.pipeline import STAGES, run_pipeline
-from realsyn_spark.tables import (ALL_TABLES, DATASET, IMAGES, INGEST_ERRORS, RETRIEVALS, RUN_LOG, SENTENCES,
-                                  SYNTHETIC_TEXTS)
+from realsyn_spark.tables import (ALL_TABLES, BALANCED, DATASET, IMAGES, INGEST_ERRORS, RETRIEVALS, RUN_LOG, SENTENCES,
+                                  SYNTHETIC_TEXTS, Lake)
+from tests.conftest import tiny_overrides
 
 COUNTED = [t for t in ALL_TABLES if t.name not in ("run_log",)]
 
@@ -128,6 +130,17 @@ def test_scales_are_nested_and_capped(spark, runs):
     assert per_cluster.agg(F.max("count")).first()[0] <= small
 
 
+def test_interrupted_run_resumes_to_the_same_result(spark, runs, sample_corpus, tmp_path):
+    cfg_full, lake_full, *_ = runs
+    cfg = load_config(overrides=tiny_overrides(tmp_path, sample_corpus) + ["fetch.timeout_s=2", "fetch.retries=0"])
+    run_pipeline(spark, cfg, stages=["ingest", "fetch", "extract", "embed"])   # "crash" after embed
+    run_pipeline(spark, cfg)                                                    # the rerun finishes the work
+    lake = Lake(spark, cfg.lake)
+    assert table_counts(spark, lake)["dataset"] == table_counts(spark, lake_full)["dataset"]
+    ids = lambda l: {r.image_id for r in l.read(DATASET).select("image_id").collect()}  # noqa: E731
+    assert ids(lake) == ids(lake_full)
+
+
 def test_webdataset_shards_read_by_open_clips_training_loader(spark, runs):
     import open_clip
     import webdataset as wds
@@ -158,3 +171,62 @@ def test_webdataset_shards_read_by_open_clips_training_loader(spark, runs):
         assert meta["source_image_urls"] == list(row.source_image_urls)
         image = next(v for k, v in sample.items() if k in ("jpg", "png", "webp"))
         assert image.size[0] >= 100 and image.size[1] >= 100   # the kept images passed min_side
+
+
+@pytest.fixture(scope="module")
+def refreshed(spark, sample_corpus, tmp_path_factory):
+    """A lake built the way a scheduled refresh builds it: a run over the WARC and PDF files, then a run
+    over the whole input folder after the OBELICS and HTML files arrived."""
+    root = tmp_path_factory.mktemp("refresh")
+    base = tiny_overrides(root) + ["fetch.timeout_s=2", "fetch.retries=0", "export.samples_per_shard=40"]
+    run_pipeline(spark, load_config(overrides=base + [
+        f"ingest.input_paths=[{sample_corpus}/warc, {sample_corpus}/pdf]"]))
+    cfg = load_config(overrides=base + [f"ingest.input_paths=[{sample_corpus}]"])
+    second = run_pipeline(spark, cfg)
+    return cfg, Lake(spark, cfg.lake), second
+
+
+def test_refresh_with_new_files_equals_a_full_build(spark, sample_corpus, runs, refreshed):
+    """Everything a full build decides, a refresh decides the same, except the balance clusters: a refresh
+    keeps the centroids trained on the first run (frozen, by design) and must equal a full assignment of
+    every current image to them. Images the new files withdrew (their duplicate arrived and won) must
+    leave every derived table, as they never enter a full build's."""
+    from realsyn_spark.stages import balance
+    from realsyn_spark.runlog import recorded_embedding_model
+
+    cfg, lake, second = refreshed
+    full = runs[1]
+    log = _log(spark, lake, second)
+    ingest = log["ingest"].counters
+    first_files = [f for folder in ("warc", "pdf") for f in (sample_corpus / folder).iterdir()]
+    assert ingest["files_skipped_already_ingested"] == len(first_files) and ingest["files_ingested"] > 0, ingest
+
+    def decisions(spec, key):
+        return lambda l: sorted(tuple(r) for r in l.read(spec).select(key, "drop_reason", "duplicate_of").collect())
+
+    for spec, key in ((IMAGES, "image_id"), (SENTENCES, "sentence_id")):
+        assert decisions(spec, key)(lake) == decisions(spec, key)(full), spec.name
+
+    def top_texts(l):
+        rows = l.read(RETRIEVALS).groupBy("image_id").agg(F.sort_array(F.collect_list("sentence_id")).alias("s"))
+        return {r.image_id: r.s for r in rows.collect()}
+
+    assert top_texts(lake) == top_texts(full)
+
+    def dataset(l):
+        columns = ["image_id", "sentence_id1", "sentence_id2", "sentence_id3", "syn_text"]
+        return sorted(tuple(r) for r in l.read(DATASET).select(columns).collect())
+
+    assert dataset(lake) == dataset(full)
+    # the sample corpus's later files hold duplicates that win over images kept by the first run
+    assert log["generate"].counters["texts_withdrawn"] > 0 and log["balance"].counters["images_withdrawn"] > 0
+    # balance: the refreshed table is a full assignment of the current band to the frozen centroids
+    bcfg = cfg.balance
+    model_id = recorded_embedding_model(lake, cfg.embed).model_id
+    version = balance.latest_version(lake, model_id)
+    kept = balance.similarity_band(lake, bcfg, model_id).where("drop_reason IS NULL")
+    expected = balance.rank_in_clusters(balance.assign_images(lake, kept, version, balance.load_coarse(lake, version),
+                                                              bcfg), bcfg.seed)
+    columns = ["image_id", "cluster_id", "cluster_size", "cluster_rank"]
+    got = lake.read(BALANCED).where("drop_reason IS NULL").select(columns)
+    assert sorted(tuple(r) for r in got.collect()) == sorted(tuple(r) for r in expected.select(columns).collect())
