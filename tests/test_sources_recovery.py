@@ -8,9 +8,9 @@ import sys
 import textwrap
 import zlib
 
-from realsyn_spark.sources import Document, SourceError
+from realsyn_spark.sources import SourceError
 from realsyn_spark.sources.warc import parse_warc
-from tests.test_sources import page_html, split, warc_record
+from tests.source_fixtures import page_html, split, warc_record
 
 
 def pages(n: int) -> list[bytes]:
