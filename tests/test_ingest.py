@@ -17,8 +17,8 @@ from realsyn_spark.config import load_config
 from realsyn_spark.pipeline import SPECS, run_stage
 from realsyn_spark.stages import extract, ingest
 from realsyn_spark.tables import DOCUMENTS, IMAGE_BLOBS, IMAGES, INGEST_ERRORS, INGESTED_SOURCES, SENTENCES, Lake
-from tests.test_sources import (ARTICLE, arc_file_header, arc_record, corrupt, doc_page, image_bytes, jsonl, member,
-                                obelics_row, page_html, warc_record)
+from tests.source_fixtures import (ARTICLE, arc_file_header, arc_record, corrupt, doc_page, image_bytes, jsonl,
+                                   member, obelics_row, page_html, warc_record)
 
 SPLIT_BYTES = 8192  # the good WARC, JSONL, Parquet and PDF files are each read in several splits
 

@@ -7,11 +7,8 @@ before any connection is made.
 """
 from __future__ import annotations
 
-import io
 import json
-import struct
 import threading
-import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -22,36 +19,15 @@ from PIL import Image
 from realsyn_spark.config import load_config
 from realsyn_spark.pipeline import run_stage
 from realsyn_spark.tables import IMAGE_BLOBS, INGEST_ERRORS, Lake
+from tests.image_payloads import bomb_png, encode, exif_rotated_jpeg, noisy_rgb
 
 MAX_BYTES = 200_000
 MAX_PIXELS = 1_000_000
 
 
-def encode(image: Image.Image, fmt: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **params)
-    return buffer.getvalue()
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-    row = b"\x00" * (1 + (width + 7) // 8)
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def exif_rotated_jpeg() -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored 60x30, displayed 30x60
-    return encode(Image.new("RGB", (60, 30), "red"), "JPEG", exif=exif.tobytes())
-
-
 JPEG = encode(Image.new("RGB", (120, 90), "blue"), "JPEG")
 PNG = encode(Image.new("RGB", (64, 48), "green"), "PNG")
-NOISY = encode(Image.effect_noise((128, 128), 64).convert("RGB"), "JPEG")
+NOISY = encode(noisy_rgb(128, 128), "JPEG")
 HTML = b"<!doctype html><html><body>Not found, but with a 200</body></html>"
 BIG = JPEG[:64] + b"\x00" * (MAX_BYTES * 2)
 

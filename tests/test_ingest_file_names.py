@@ -66,7 +66,7 @@ def test_a_folder_of_good_and_hostile_files_keeps_every_good_record(spark, tmp_p
     stage finishes, every good record is there, and each hostile file gives exactly one quarantine row."""
     import gzip
 
-    from tests.test_sources import warc_record
+    from tests.source_fixtures import warc_record
     from tests.test_sources_recovery import BOMB_BYTES, good_members, pages, zeros_gzip
 
     corpus = tmp_path / "in"

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from realsyn_spark.sources.warc import parse_warc
-from tests.test_sources import arc_file_header, arc_record, page_html, split, warc_record
+from tests.source_fixtures import arc_file_header, arc_record, page_html, split, warc_record
 
 
 def page(i: int) -> bytes:

@@ -10,7 +10,7 @@ import zlib
 
 from realsyn_spark.sources import SourceError
 from realsyn_spark.sources.warc import parse_warc
-from tests.test_sources import page_html, split, warc_record
+from tests.source_fixtures import page_html, split, warc_record
 
 
 def pages(n: int) -> list[bytes]:
