@@ -44,8 +44,8 @@ PIPELINE_EXTRA = ["fetch.timeout_s=2", "fetch.retries=0", "export.samples_per_sh
 
 
 def pipeline_overrides(lake_root: str | Path, corpus: str | Path | None = None) -> list[str]:
-    """The shared pipeline lake's settings: a test that builds another lake with these must reach the
-    same rows (tests/test_e2e_connect.py compares a Connect-built lake with it row by row)."""
+    """The shared pipeline lake's settings, in one place for the tests that build another lake to compare
+    with it."""
     return tiny_overrides(lake_root, corpus) + PIPELINE_EXTRA
 
 

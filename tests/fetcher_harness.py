@@ -1,5 +1,5 @@
 """The local image server, offline DNS and loopback-only connection guard of the fetcher tests
-(tests/test_fetcher_*.py): fetch_many runs against a threaded HTTP server on 127.0.0.1 and no other
+(tests/fetcher/, whose conftest.py holds the fixtures): fetch_many runs against a threaded HTTP server on 127.0.0.1 and no other
 address is ever contacted.
 
 DNS is faked for the names the tests use (localhost, pinned.test, evil.test, ...); any other name is

@@ -1,6 +1,6 @@
 """A raw-socket HTTP server on 127.0.0.1 that misbehaves on purpose, one shape per path.
 
-Used by tests/test_fetcher_protocol.py, tests/test_ingest_fetch.py and bench/bench_fetcher.py --hostile.
+Used by tests/fetcher/test_fetcher_protocol.py, tests/test_ingest_fetch.py and bench/bench_fetcher.py --hostile.
 Each connection reads one request and then plays the shape named by the first path segment
 (`/header-drip/...`); dripping shapes go on until the client hangs up (or `FOREVER_S` passes), so any
 fetch that ends does so because of the fetcher's own deadlines. `server.hangups` records, per shape,

@@ -1,5 +1,5 @@
 """Image payloads built in memory for the image and fetcher tests (tests/test_images.py,
-tests/test_fetcher_*.py, tests/test_ingest_fetch.py): encoded images, an EXIF-rotated JPEG and a
+tests/fetcher/, tests/test_ingest_fetch.py): encoded images, an EXIF-rotated JPEG and a
 decompression-bomb PNG. Pure PIL and zlib, no files, no network."""
 from __future__ import annotations
 

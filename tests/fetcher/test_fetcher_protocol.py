@@ -12,34 +12,7 @@ import pytest
 
 from realsyn_spark.config import FetchConfig
 from realsyn_spark.fetcher import FetchResult, ImageFetcher, _ConnectionPool, fetch_many
-from tests.fetcher_harness import (JPEG, MAX_BYTES, base_url, cfg, fake_dns, fetch_one, loopback_only, reset,
-                                   running, start_server)
-
-
-@pytest.fixture(autouse=True)
-def offline_dns(monkeypatch):
-    return fake_dns(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def connections(monkeypatch):
-    return loopback_only(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def http_server():
-    with running(start_server()) as served:
-        yield served
-
-
-@pytest.fixture
-def server(http_server):
-    return reset(http_server)
-
-
-@pytest.fixture
-def base(server) -> str:
-    return base_url(server)
+from tests.fetcher_harness import (JPEG, MAX_BYTES, cfg, fetch_one)
 
 
 # -- timeouts and retries -------------------------------------------------------------------------------

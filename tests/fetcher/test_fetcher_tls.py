@@ -10,17 +10,7 @@ import subprocess
 import pytest
 
 from realsyn_spark.fetcher import fetch_many
-from tests.fetcher_harness import JPEG, cfg, fake_dns, loopback_only, start_server
-
-
-@pytest.fixture(autouse=True)
-def offline_dns(monkeypatch):
-    return fake_dns(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def connections(monkeypatch):
-    return loopback_only(monkeypatch)
+from tests.fetcher_harness import JPEG, cfg, start_server
 
 
 # -- HTTPS ----------------------------------------------------------------------------------------------

@@ -9,34 +9,7 @@ import time
 import pytest
 
 from realsyn_spark.fetcher import fetch_many
-from tests.fetcher_harness import (JPEG, PNG, base_url, cfg, fake_dns, fetch_one, loopback_only, reset, running,
-                                   start_server)
-
-
-@pytest.fixture(autouse=True)
-def offline_dns(monkeypatch):
-    return fake_dns(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def connections(monkeypatch):
-    return loopback_only(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def http_server():
-    with running(start_server()) as served:
-        yield served
-
-
-@pytest.fixture
-def server(http_server):
-    return reset(http_server)
-
-
-@pytest.fixture
-def base(server) -> str:
-    return base_url(server)
+from tests.fetcher_harness import (JPEG, PNG, cfg, fetch_one)
 
 
 # -- good images and content sniffing -------------------------------------------------------------------
