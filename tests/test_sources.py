@@ -14,13 +14,6 @@ from realsyn_spark.sources import dispatch as dispatch_module
 from realsyn_spark.sources.detect import detect_kind
 from realsyn_spark.sources.dispatch import parse_source
 from tests.source_fixtures import ARTICLE, jsonl, obelics_row, page_html, sample_pdf, sample_warc, split
-# Re-exported for tests/test_sources_length_lies.py, which imports them from here; new tests import them
-# from tests.source_fixtures.
-from tests.source_fixtures import arc_file_header as arc_file_header
-from tests.source_fixtures import arc_record as arc_record
-from tests.source_fixtures import assert_same_records as assert_same_records
-from tests.source_fixtures import warc_record as warc_record
-from tests.source_fixtures import write as write
 
 
 # ---------------------------------------------------------------------------------------------------

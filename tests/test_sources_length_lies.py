@@ -15,7 +15,7 @@ import re
 import pytest
 
 from realsyn_spark.sources.warc import _LENGTH_SLACK_BYTES, parse_warc
-from tests.test_sources import (
+from tests.source_fixtures import (
     arc_file_header,
     arc_record,
     assert_same_records,
